@@ -1,0 +1,1 @@
+"""Evaluation: UDF surface extraction and the paper's reconstruction and semantic metrics."""

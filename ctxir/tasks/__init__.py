@@ -1,0 +1,1 @@
+"""LightningModules: geometry pre-training, frozen tuning and contextualised tuning."""
