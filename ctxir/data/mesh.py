@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -76,3 +77,73 @@ class LabelledMesh:
             raise ValueError(f"{where}: vertex_colors must have shape ({self.num_vertices}, 3)")
         if self.num_faces and (self.faces.min() < 0 or self.faces.max() >= self.num_vertices):
             raise ValueError(f"{where}: face indices out of range [0, {self.num_vertices})")
+
+
+def face_majority(vertex_values: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Per-face majority of a per-vertex integer attribute; a three-way tie goes to the first vertex.
+
+    This is the RangeUDF rule for turning vertex labels (or instance ids) into face labels.
+
+    Args:
+        vertex_values: (V,) integer value per vertex.
+        faces: (F, 3) vertex indices.
+
+    Returns:
+        (F,) int64: the value held by at least two of the face's vertices, else the first vertex's value.
+    """
+    a, b, c = (np.asarray(vertex_values, dtype=np.int64)[faces[:, k]] for k in range(3))
+    return np.where((a == b) | (a == c), a, np.where(b == c, b, a))
+
+
+def clean_mesh(mesh: LabelledMesh) -> LabelledMesh:
+    """Drop what downstream sampling and distance queries cannot use, and say what was dropped.
+
+    Removes, in this order: vertices with NaN/inf coordinates and every face using them; degenerate faces
+    (a repeated vertex index, or zero area up to rounding); vertices no remaining face references. Faces
+    are re-indexed and every per-vertex / per-face array is kept aligned. A ``warnings.warn`` names the mesh
+    and the counts whenever something was dropped; an unchanged mesh is returned as is.
+
+    Raises:
+        ValueError: naming the mesh, when no face is left (an empty mesh cannot be sampled).
+    """
+    where = f"mesh {mesh.name!r}" if mesh.name else "mesh"
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = mesh.faces
+    finite_vertex = np.isfinite(vertices).all(axis=1)
+    uses_bad_vertex = ~finite_vertex[faces].all(axis=1)
+    repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 0] == faces[:, 2])
+    corners = np.where(finite_vertex[:, None], vertices, 0.0)[faces]
+    edges = corners[:, [1, 2, 0]] - corners
+    twice_area = np.linalg.norm(np.cross(edges[:, 0], edges[:, 1]), axis=1)
+    longest_squared = (edges**2).sum(axis=2).max(axis=1, initial=0.0)
+    degenerate = ~uses_bad_vertex & (repeated | (twice_area <= 1e-12 * longest_squared))
+    keep_face = ~uses_bad_vertex & ~degenerate
+    referenced = np.zeros(mesh.num_vertices, dtype=bool)
+    referenced[faces[keep_face].ravel()] = True
+    dropped = {
+        "vertices with NaN/inf coordinates": int((~finite_vertex).sum()),
+        "faces using them": int(uses_bad_vertex.sum()),
+        "degenerate faces": int(degenerate.sum()),
+        "unreferenced vertices": int((finite_vertex & ~referenced).sum()),
+    }
+    if not keep_face.any():
+        raise ValueError(f"{where}: empty after cleaning ({mesh.num_faces} faces, none usable): {dropped}")
+    if not any(dropped.values()):
+        return mesh
+    warnings.warn(
+        f"{where}: dropped " + ", ".join(f"{n} {what}" for what, n in dropped.items() if n),
+        stacklevel=2,
+    )
+    new_index = np.cumsum(referenced) - 1
+    per_vertex = {
+        key: None if getattr(mesh, key) is None else getattr(mesh, key)[referenced]
+        for key in ("vertex_labels", "vertex_instances", "vertex_colors")
+    }
+    return replace(
+        mesh,
+        vertices=mesh.vertices[referenced],
+        faces=new_index[faces[keep_face]],
+        face_labels=mesh.face_labels[keep_face],
+        face_instances=mesh.face_instances[keep_face],
+        **per_vertex,
+    )
