@@ -1,0 +1,170 @@
+"""RangeUDF decoders: a query reads the encodings of its K nearest input points through attention pooling.
+
+* :class:`UDFDecoder` ("range-aware"): per neighbour ``[‖q−p_k‖, q−p_k, q, p_k]`` → MLP(10→32), concatenated
+  with ``f_k``, attention-pooled to 32 channels, the query position appended (35) and an MLP
+  35→512→32→32→1 with a final ReLU, so the distance is never negative.
+* :class:`SemanticDecoder` ("surface-oriented"): per neighbour ``[f_k, p_k]`` only — it never sees the query
+  position — attention-pooled to 32, MLP 32→64→32, dropout 0.5, then class logits.
+
+Layers are Linear → BatchNorm → LeakyReLU(0.2) with PyTorch's default BatchNorm momentum (RangeUDF's 0.99
+is a TensorFlow port error). Both decoders can share one neighbour search (:func:`query_neighbours`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ctxir.nn.ops import knn
+
+
+def query_neighbours(
+    points: Tensor,
+    queries: Tensor,
+    point_batch: Tensor | None = None,
+    query_batch: Tensor | None = None,
+    k: int = 4,
+    backend: str | None = None,
+) -> Tensor:
+    """``(M, k)`` indices of each query's nearest input points (same cloud), for either decoder."""
+    return knn(points, queries, k, point_batch, query_batch, backend=backend)
+
+
+class _RowBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the last axis of a tensor of any rank."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)
+
+
+def shared_mlp(widths: Sequence[int]) -> nn.Sequential:
+    """Linear → BatchNorm → LeakyReLU(0.2) for each consecutive pair of ``widths``."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(c_in, c_out, bias=False), _RowBatchNorm(c_out), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers)
+
+
+class AttentionPooling(nn.Module):
+    """Per-channel softmax over the K neighbours of a linear map, weighted sum, then Linear-BN-LeakyReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(in_channels, in_channels, bias=False)
+        self.out = shared_mlp([in_channels, out_channels])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (M, K, C_in) → (M, C_out)."""
+        weights = torch.softmax(self.score(x), dim=1)
+        return self.out((weights * x).sum(dim=1))
+
+
+def _check_inputs(points: Tensor, features: Tensor, channels: int) -> None:
+    if features.shape != (points.shape[0], channels):
+        raise ValueError(f"expected features of shape ({points.shape[0]}, {channels}), got {tuple(features.shape)}")
+
+
+class UDFDecoder(nn.Module):
+    """Unsigned distance of each query from the encodings of its K nearest input points.
+
+    Args:
+        feature_channels: width d of the per-point encodings.
+        k: neighbours per query (RangeUDF: 4).
+        geometry_channels: width of the encoded relative geometry and of the pooled query feature.
+        hidden: widths of the distance MLP after the query position is appended.
+        knn_backend: forced kNN backend, ``None`` = automatic.
+    """
+
+    def __init__(
+        self,
+        feature_channels: int = 32,
+        k: int = 4,
+        geometry_channels: int = 32,
+        hidden: Sequence[int] = (512, 32, 32),
+        knn_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.feature_channels, self.k, self.knn_backend = feature_channels, k, knn_backend
+        self.geometry = shared_mlp([10, geometry_channels])
+        self.pool = AttentionPooling(geometry_channels + feature_channels, geometry_channels)
+        self.mlp = shared_mlp([geometry_channels + 3, *hidden])
+        self.out = nn.Linear(hidden[-1], 1)
+
+    def forward(
+        self,
+        points: Tensor,
+        features: Tensor,
+        queries: Tensor,
+        point_batch: Tensor | None = None,
+        query_batch: Tensor | None = None,
+        neighbours: Tensor | None = None,
+    ) -> Tensor:
+        """Distances ``(M,)`` ≥ 0 of ``queries`` (M, 3) given ``points`` (N, 3) and ``features`` (N, d).
+
+        ``neighbours`` (M, k) may be passed to reuse a search shared with the semantic decoder.
+        """
+        _check_inputs(points, features, self.feature_channels)
+        if neighbours is None:
+            neighbours = query_neighbours(points, queries, point_batch, query_batch, self.k, self.knn_backend)
+        p = points[neighbours]
+        q = queries.unsqueeze(1).expand_as(p)
+        offset = q - p
+        geometry = torch.cat([offset.norm(dim=-1, keepdim=True), offset, q, p], dim=-1)
+        pooled = self.pool(torch.cat([self.geometry(geometry), features[neighbours]], dim=-1))
+        hidden = self.mlp(torch.cat([pooled, queries], dim=-1))
+        return torch.relu(self.out(hidden)).squeeze(-1)
+
+
+class SemanticDecoder(nn.Module):
+    """Class logits of each query from its K nearest input points' encodings and positions only.
+
+    The query position is deliberately not an input: two queries with the same K neighbours get the same
+    logits ("surface-oriented" semantics).
+
+    Args:
+        feature_channels: width of the per-point features read (d, or d + l when contextualised).
+        num_classes: number of classes C.
+        k: neighbours per query (RangeUDF: 4).
+        pooled_channels: width after attention pooling.
+        hidden: widths of the MLP before the classifier.
+        dropout: dropout before the classifier.
+        knn_backend: forced kNN backend, ``None`` = automatic.
+    """
+
+    def __init__(
+        self,
+        feature_channels: int = 32,
+        num_classes: int = 20,
+        k: int = 4,
+        pooled_channels: int = 32,
+        hidden: Sequence[int] = (64, 32),
+        dropout: float = 0.5,
+        knn_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.feature_channels, self.num_classes, self.k = feature_channels, num_classes, k
+        self.knn_backend = knn_backend
+        self.pool = AttentionPooling(feature_channels + 3, pooled_channels)
+        self.mlp = shared_mlp([pooled_channels, *hidden])
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden[-1], num_classes)
+
+    def forward(
+        self,
+        points: Tensor,
+        features: Tensor,
+        queries: Tensor,
+        point_batch: Tensor | None = None,
+        query_batch: Tensor | None = None,
+        neighbours: Tensor | None = None,
+    ) -> Tensor:
+        """Logits ``(M, C)`` for ``queries`` (M, 3) given ``points`` (N, 3) and ``features`` (N, C_f)."""
+        _check_inputs(points, features, self.feature_channels)
+        if neighbours is None:
+            neighbours = query_neighbours(points, queries, point_batch, query_batch, self.k, self.knn_backend)
+        pooled = self.pool(torch.cat([features[neighbours], points[neighbours]], dim=-1))
+        return self.out(self.dropout(self.mlp(pooled)))

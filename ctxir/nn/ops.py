@@ -1,0 +1,297 @@
+"""Point operations on batches of concatenated clouds: kNN, farthest point sampling, 3-NN interpolation.
+
+Clouds of one batch are concatenated, ``(ΣN, 3)``, with a sorted batch-index vector ``(ΣN,)`` that says
+which cloud each point belongs to. Nothing here ever mixes clouds. Index computations carry no gradient,
+so they run under ``torch.no_grad``.
+
+kNN backends (``backend=`` argument, or the ``CTXIR_KNN_BACKEND`` environment variable):
+
+``"cluster"``
+    torch-cluster's ``knn`` (nanoflann k-d tree on the CPU, brute force on the GPU), when importable.
+``"kdtree"``
+    scipy ``cKDTree`` per cloud, all cores (``workers=-1``). CPU tensors only.
+``"cdist"``
+    chunked ``torch.cdist`` + ``topk`` per cloud: memory bounded by ``chunk`` × cloud size, never an
+    all-pairs matrix of the whole batch. Any device.
+``"brute"``
+    the pure-torch reference: masked all-pairs distances of the whole batch. Tests only.
+``"auto"`` (default)
+    ``cluster`` when importable, else ``kdtree`` on the CPU and ``cdist`` on other devices.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Backend = Literal["auto", "cluster", "kdtree", "cdist", "brute"]
+BACKENDS: tuple[str, ...] = ("auto", "cluster", "kdtree", "cdist", "brute")
+BACKEND_ENV = "CTXIR_KNN_BACKEND"
+
+try:  # optional accelerator
+    import torch_cluster as _torch_cluster
+except ImportError:  # pragma: no cover - depends on the environment
+    _torch_cluster = None
+
+
+def has_torch_cluster() -> bool:
+    """Whether the optional torch-cluster backend is importable."""
+    return _torch_cluster is not None
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """The concrete kNN backends usable for tensors on ``device``."""
+    device = torch.device(device)
+    names = ["cluster"] if has_torch_cluster() else []
+    if device.type == "cpu":
+        names.append("kdtree")
+    return names + ["cdist", "brute"]
+
+
+def resolve_backend(backend: str | None, device: torch.device) -> str:
+    """Pick the concrete backend from the argument, the environment variable or the default rule."""
+    name = backend or os.environ.get(BACKEND_ENV) or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kNN backend {name!r}; choose one of {BACKENDS}")
+    if name == "auto":
+        if has_torch_cluster():
+            return "cluster"
+        return "kdtree" if device.type == "cpu" else "cdist"
+    if name == "cluster" and not has_torch_cluster():
+        raise RuntimeError("kNN backend 'cluster' requested but torch-cluster is not installed")
+    if name == "kdtree" and device.type != "cpu":
+        raise ValueError("kNN backend 'kdtree' only handles CPU tensors; use 'cdist' or 'cluster'")
+    return name
+
+
+def batch_to_ptr(batch: Tensor, num_clouds: int | None = None) -> Tensor:
+    """Cloud start offsets ``(B+1,)`` of a sorted batch-index vector."""
+    if num_clouds is None:
+        num_clouds = int(batch.max()) + 1 if batch.numel() else 0
+    counts = torch.bincount(batch, minlength=num_clouds)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def _default_batch(x: Tensor) -> Tensor:
+    return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+
+
+def _check_sorted(batch: Tensor, name: str) -> None:
+    if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError(f"{name} must be sorted (clouds concatenated one after another)")
+
+
+def _pad_rows(index: Tensor, valid: Tensor) -> Tensor:
+    """Replace invalid slots of each row (cloud smaller than k) by the row's last valid neighbour."""
+    if bool(valid.all()):
+        return index
+    last = valid.long().sum(1).clamp(min=1) - 1
+    filler = index.gather(1, last[:, None]).expand_as(index)
+    return torch.where(valid, index, filler)
+
+
+def _knn_brute(support: Tensor, query: Tensor, k: int, sb: Tensor, qb: Tensor) -> Tensor:
+    dist = torch.cdist(query.double(), support.double()).pow(2)
+    dist = dist.masked_fill(qb[:, None] != sb[None, :], float("inf"))
+    kk = min(k, support.shape[0])
+    d, idx = dist.topk(kk, dim=1, largest=False, sorted=True)
+    if kk < k:
+        idx = torch.cat([idx, idx[:, -1:].expand(-1, k - kk)], 1)
+        d = torch.cat([d, d.new_full((d.shape[0], k - kk), float("inf"))], 1)
+    return _pad_rows(idx, torch.isfinite(d))
+
+
+def _knn_cdist(
+    support: Tensor, query: Tensor, k: int, sptr: Tensor, qptr: Tensor, chunk: int
+) -> Tensor:
+    out = torch.empty(query.shape[0], k, dtype=torch.long, device=query.device)
+    for b in range(sptr.numel() - 1):
+        s0, s1, q0, q1 = int(sptr[b]), int(sptr[b + 1]), int(qptr[b]), int(qptr[b + 1])
+        if q1 == q0:
+            continue
+        if s1 == s0:
+            raise ValueError(f"cloud {b} has queries but no support points")
+        kk = min(k, s1 - s0)
+        sup = support[s0:s1]
+        for c0 in range(q0, q1, chunk):
+            c1 = min(c0 + chunk, q1)
+            d = torch.cdist(query[c0:c1], sup)
+            idx = d.topk(kk, dim=1, largest=False, sorted=True).indices + s0
+            if kk < k:
+                idx = torch.cat([idx, idx[:, -1:].expand(-1, k - kk)], 1)
+            out[c0:c1] = idx
+    return out
+
+
+def _knn_kdtree(support: Tensor, query: Tensor, k: int, sptr: Tensor, qptr: Tensor) -> Tensor:
+    from scipy.spatial import cKDTree
+
+    sup = support.detach().double().numpy()
+    qry = query.detach().double().numpy()
+    out = np.empty((qry.shape[0], k), dtype=np.int64)
+    sptr_l, qptr_l = sptr.tolist(), qptr.tolist()
+    for b in range(len(sptr_l) - 1):
+        s0, s1, q0, q1 = sptr_l[b], sptr_l[b + 1], qptr_l[b], qptr_l[b + 1]
+        if q1 == q0:
+            continue
+        if s1 == s0:
+            raise ValueError(f"cloud {b} has queries but no support points")
+        kk = min(k, s1 - s0)
+        _, idx = cKDTree(sup[s0:s1]).query(qry[q0:q1], k=kk, workers=-1)
+        idx = np.asarray(idx, dtype=np.int64).reshape(q1 - q0, kk) + s0
+        if kk < k:
+            idx = np.concatenate([idx, np.repeat(idx[:, -1:], k - kk, axis=1)], 1)
+        out[q0:q1] = idx
+    return torch.from_numpy(out)
+
+
+def _knn_cluster(support: Tensor, query: Tensor, k: int, sb: Tensor, qb: Tensor) -> Tensor:
+    assert _torch_cluster is not None
+    row, col = _torch_cluster.knn(support, query, k, sb, qb)
+    # row: query index, col: support index; order inside a query's group is not guaranteed sorted.
+    nq = query.shape[0]
+    counts = torch.bincount(row, minlength=nq)
+    order = torch.argsort(row, stable=True)
+    row, col = row[order], col[order]
+    slot = torch.arange(row.numel(), device=row.device) - batch_to_ptr(row, nq)[:-1][row]
+    idx = torch.zeros(nq, k, dtype=torch.long, device=query.device)
+    idx[row, slot] = col
+    valid = torch.arange(k, device=row.device)[None, :] < counts[:, None]
+    if bool((counts == 0).any()):
+        raise ValueError("a cloud has queries but no support points")
+    idx = _pad_rows(idx, valid)
+    # sort each row by distance, padded duplicates last (they repeat the farthest valid one)
+    d = (support[idx] - query[:, None, :]).pow(2).sum(-1)
+    d = d.masked_fill(~valid, float("inf"))
+    return idx.gather(1, d.argsort(dim=1, stable=True))
+
+
+@torch.no_grad()
+def knn(
+    support: Tensor,
+    query: Tensor,
+    k: int,
+    support_batch: Tensor | None = None,
+    query_batch: Tensor | None = None,
+    backend: str | None = None,
+    chunk: int = 4096,
+) -> Tensor:
+    """The ``k`` nearest ``support`` points of every ``query`` point, within the same cloud.
+
+    Args:
+        support: ``(S, 3)`` points searched.
+        query: ``(Q, 3)`` points whose neighbours are wanted.
+        k: neighbours per query.
+        support_batch: ``(S,)`` sorted cloud index of each support point (``None``: one cloud).
+        query_batch: ``(Q,)`` sorted cloud index of each query point (``None``: one cloud).
+        backend: see the module docstring; ``None`` reads ``CTXIR_KNN_BACKEND`` or picks automatically.
+        chunk: queries per ``cdist`` block for the ``cdist`` backend.
+
+    Returns:
+        ``(Q, k)`` int64 indices into ``support``, nearest first. When a cloud has fewer than ``k``
+        points, each row is padded by repeating its farthest neighbour.
+    """
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    if support.ndim != 2 or query.ndim != 2 or support.shape[1] != query.shape[1]:
+        raise ValueError(f"expected (S, D) and (Q, D) points, got {tuple(support.shape)}, {tuple(query.shape)}")
+    sb = _default_batch(support) if support_batch is None else support_batch.long()
+    qb = _default_batch(query) if query_batch is None else query_batch.long()
+    _check_sorted(sb, "support_batch")
+    _check_sorted(qb, "query_batch")
+    if query.shape[0] == 0:
+        return torch.empty(0, k, dtype=torch.long, device=query.device)
+    name = resolve_backend(backend, query.device)
+    if name == "brute":
+        return _knn_brute(support, query, k, sb, qb)
+    if name == "cluster":
+        return _knn_cluster(support.float(), query.float(), k, sb, qb)
+    num_clouds = int(max(sb.max(), qb.max())) + 1
+    sptr, qptr = batch_to_ptr(sb, num_clouds).cpu(), batch_to_ptr(qb, num_clouds).cpu()
+    if name == "kdtree":
+        return _knn_kdtree(support, query, k, sptr, qptr)
+    return _knn_cdist(support, query, k, sptr, qptr, chunk)
+
+
+@torch.no_grad()
+def farthest_point_sampling(pos: Tensor, batch: Tensor | None, ratio: float) -> Tensor:
+    """Farthest point sampling, per cloud, starting deterministically at each cloud's first point.
+
+    All clouds advance together: one vectorised distance update per sample, padded clouds masked out.
+
+    Args:
+        pos: ``(N, 3)`` points.
+        batch: ``(N,)`` sorted cloud index (``None``: one cloud).
+        ratio: fraction kept; each cloud keeps ``max(1, floor(n_b * ratio))`` points.
+
+    Returns:
+        ``(M,)`` int64 indices into ``pos``, grouped by cloud in order, each cloud's in sampling order.
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    batch = _default_batch(pos) if batch is None else batch.long()
+    _check_sorted(batch, "batch")
+    ptr = batch_to_ptr(batch)
+    counts = ptr[1:] - ptr[:-1]
+    num_clouds = counts.numel()
+    keep = torch.clamp(torch.floor(counts.double() * ratio).long(), min=1)
+    keep = torch.where(counts > 0, keep, torch.zeros_like(keep))
+    n_max, m_max = int(counts.max()), int(keep.max())
+    local = torch.arange(pos.shape[0], device=pos.device) - ptr[:-1][batch]
+    padded = pos.new_zeros(num_clouds, n_max, 3, dtype=torch.float32)
+    padded[batch, local] = pos.float()
+    mind = torch.full((num_clouds, n_max), float("inf"), device=pos.device)
+    mind[torch.arange(n_max, device=pos.device)[None, :] >= counts[:, None]] = -1.0  # padding never picked
+    chosen = torch.zeros(num_clouds, m_max, dtype=torch.long, device=pos.device)
+    current = torch.zeros(num_clouds, dtype=torch.long, device=pos.device)
+    rows = torch.arange(num_clouds, device=pos.device)
+    for i in range(1, m_max):
+        centre = padded[rows, current]
+        dist = (padded - centre[:, None, :]).pow(2).sum(-1)
+        mind = torch.minimum(mind, dist)
+        current = mind.argmax(dim=1)
+        chosen[:, i] = current
+    take = torch.arange(m_max, device=pos.device)[None, :] < keep[:, None]
+    return (chosen + ptr[:-1, None])[take]
+
+
+def interpolate_knn(
+    coarse_feat: Tensor,
+    coarse_pos: Tensor,
+    fine_pos: Tensor,
+    index: Tensor,
+    eps: float = 1e-8,
+) -> Tensor:
+    """Inverse-distance interpolation of coarse features at fine points from precomputed neighbours.
+
+    Args:
+        coarse_feat: ``(S, C)`` features at ``coarse_pos`` ``(S, 3)``.
+        fine_pos: ``(Q, 3)`` points to interpolate at.
+        index: ``(Q, k)`` neighbours of each fine point in the coarse set (from :func:`knn`).
+        eps: added to distances, so a fine point on a coarse point takes that point's feature.
+
+    Returns:
+        ``(Q, C)`` features, ``Σ_j w_j f_j`` with ``w_j ∝ 1 / (‖p − p_j‖ + eps)``.
+    """
+    dist = (coarse_pos[index] - fine_pos[:, None, :]).norm(dim=-1)
+    weight = 1.0 / (dist + eps)
+    weight = weight / weight.sum(dim=1, keepdim=True)
+    return (coarse_feat[index] * weight.unsqueeze(-1)).sum(dim=1)
+
+
+def three_nn_interpolate(
+    coarse_feat: Tensor,
+    coarse_pos: Tensor,
+    fine_pos: Tensor,
+    coarse_batch: Tensor | None = None,
+    fine_batch: Tensor | None = None,
+    k: int = 3,
+    backend: str | None = None,
+) -> Tensor:
+    """3-NN inverse-distance interpolation (Point Transformer's transition up), within each cloud."""
+    index = knn(coarse_pos, fine_pos, k, coarse_batch, fine_batch, backend=backend)
+    return interpolate_knn(coarse_feat, coarse_pos, fine_pos, index)

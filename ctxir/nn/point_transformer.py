@@ -1,0 +1,262 @@
+"""Point Transformer U-Net (Zhao et al., ICCV 2021, v1) on batches of concatenated clouds.
+
+Layer for layer the published segmentation network (POSTECH-CVLab / Pointcept ``PointTransformer-Seg50``),
+so the parameter counts match exactly, written in plain PyTorch with two differences that change no maths:
+
+* every level's neighbourhoods (its self-kNN, the transition-down grouping and the transition-up
+  interpolation neighbours) are computed **once** in :func:`build_pyramid` and reused by every block of that
+  level, encoder and decoder alike (the published code recomputes them inside every layer);
+* BatchNorm over ``(n, k, C)`` tensors runs on an ``(n·k, C)`` view instead of a transposed copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ctxir.nn.ops import batch_to_ptr, farthest_point_sampling, interpolate_knn, knn
+
+
+def _bn_rows(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
+    """BatchNorm over the last (channel) axis of a tensor of any rank."""
+    return bn(x.reshape(-1, x.shape[-1])).view_as(x)
+
+
+class PointTransformerLayer(nn.Module):
+    """Grouped vector self-attention over each point's k nearest neighbours.
+
+    ``w = γ(k_j − q_i + δ_ij)`` softmaxed over the neighbours, output ``Σ_j w_ij ⊙ (v_j + δ_ij)`` where
+    ``δ = θ(p_j − p_i)``; channel ``c`` uses weight ``c mod (C / share_planes)``.
+    """
+
+    def __init__(self, channels: int, share_planes: int = 8) -> None:
+        super().__init__()
+        if channels % share_planes:
+            raise ValueError(f"channels ({channels}) must be divisible by share_planes ({share_planes})")
+        self.channels, self.share_planes = channels, share_planes
+        groups = channels // share_planes
+        self.linear_q = nn.Linear(channels, channels)
+        self.linear_k = nn.Linear(channels, channels)
+        self.linear_v = nn.Linear(channels, channels)
+        self.pos_fc1, self.pos_bn, self.pos_fc2 = nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, channels)
+        self.w_bn1, self.w_fc1 = nn.BatchNorm1d(channels), nn.Linear(channels, groups)
+        self.w_bn2, self.w_fc2 = nn.BatchNorm1d(groups), nn.Linear(groups, groups)
+
+    def forward(self, x: Tensor, pos: Tensor, index: Tensor) -> Tensor:
+        """``x`` (n, C) features, ``pos`` (n, 3), ``index`` (n, k) neighbours (self included) → (n, C)."""
+        n, k = index.shape
+        q, key, value = self.linear_q(x), self.linear_k(x), self.linear_v(x)
+        rel = pos[index] - pos.unsqueeze(1)
+        delta = self.pos_fc2(torch.relu(_bn_rows(self.pos_bn, self.pos_fc1(rel))))
+        w = key[index] - q.unsqueeze(1) + delta
+        w = self.w_fc1(torch.relu(_bn_rows(self.w_bn1, w)))
+        w = self.w_fc2(torch.relu(_bn_rows(self.w_bn2, w)))
+        w = torch.softmax(w, dim=1)  # over the neighbours, per channel group
+        grouped = (value[index] + delta).view(n, k, self.share_planes, -1)
+        return (grouped * w.unsqueeze(2)).sum(dim=1).reshape(n, self.channels)
+
+
+class PointTransformerBlock(nn.Module):
+    """Bottleneck residual block: Linear-BN-ReLU, attention-BN-ReLU, Linear-BN, add, ReLU."""
+
+    def __init__(self, channels: int, share_planes: int = 8) -> None:
+        super().__init__()
+        self.fc1, self.bn1 = nn.Linear(channels, channels, bias=False), nn.BatchNorm1d(channels)
+        self.attention, self.bn2 = PointTransformerLayer(channels, share_planes), nn.BatchNorm1d(channels)
+        self.fc3, self.bn3 = nn.Linear(channels, channels, bias=False), nn.BatchNorm1d(channels)
+
+    def forward(self, x: Tensor, pos: Tensor, index: Tensor) -> Tensor:
+        y = torch.relu(self.bn1(self.fc1(x)))
+        y = torch.relu(self.bn2(self.attention(y, pos, index)))
+        y = self.bn3(self.fc3(y))
+        return torch.relu(x + y)
+
+
+class TransitionDown(nn.Module):
+    """Stride 1: a per-point Linear-BN-ReLU. Otherwise: max over each sampled point's k neighbours of
+    Linear-BN-ReLU applied to ``[p_j − p_i, f_j]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, strided: bool) -> None:
+        super().__init__()
+        self.strided = strided
+        self.fc = nn.Linear(in_channels + (3 if strided else 0), out_channels, bias=False)
+        self.bn = nn.BatchNorm1d(out_channels)
+
+    def forward(self, x: Tensor, fine_pos: Tensor, pos: Tensor, group: Tensor | None) -> Tensor:
+        if not self.strided:
+            return torch.relu(self.bn(self.fc(x)))
+        assert group is not None
+        grouped = torch.cat([fine_pos[group] - pos.unsqueeze(1), x[group]], dim=-1)
+        return torch.relu(_bn_rows(self.bn, self.fc(grouped))).amax(dim=1)
+
+
+class TransitionUpHead(nn.Module):
+    """Bottom of the U: concatenate each cloud's mean feature (Linear-ReLU) and apply Linear-BN-ReLU."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc_mean = nn.Linear(channels, channels)
+        self.fc, self.bn = nn.Linear(2 * channels, channels), nn.BatchNorm1d(channels)
+
+    def forward(self, x: Tensor, batch: Tensor, num_clouds: int) -> Tensor:
+        counts = torch.bincount(batch, minlength=num_clouds).clamp(min=1).to(x.dtype)
+        mean = x.new_zeros(num_clouds, x.shape[1]).index_add_(0, batch, x) / counts.unsqueeze(1)
+        glob = torch.relu(self.fc_mean(mean))[batch]
+        return torch.relu(self.bn(self.fc(torch.cat([x, glob], dim=1))))
+
+
+class TransitionUp(nn.Module):
+    """``Linear-BN-ReLU(skip) + interp₃(Linear-BN-ReLU(coarse))`` with 3-NN inverse-distance weights."""
+
+    def __init__(self, coarse_channels: int, fine_channels: int) -> None:
+        super().__init__()
+        self.fc_skip, self.bn_skip = nn.Linear(fine_channels, fine_channels), nn.BatchNorm1d(fine_channels)
+        self.fc_up, self.bn_up = nn.Linear(coarse_channels, fine_channels), nn.BatchNorm1d(fine_channels)
+
+    def forward(
+        self, skip: Tensor, fine_pos: Tensor, coarse: Tensor, coarse_pos: Tensor, index: Tensor
+    ) -> Tensor:
+        up = torch.relu(self.bn_up(self.fc_up(coarse)))
+        return torch.relu(self.bn_skip(self.fc_skip(skip))) + interpolate_knn(up, coarse_pos, fine_pos, index)
+
+
+@dataclass
+class Level:
+    """Points of one U-Net level and the neighbourhoods every module of that level reuses.
+
+    Attributes:
+        pos: ``(n, 3)`` points of the level.
+        batch: ``(n,)`` sorted cloud index.
+        neighbours: ``(n, k)`` self-kNN used by every block of the level.
+        group: ``(n, k)`` neighbours in the finer level used by the transition down (``None`` at level 0).
+        up: ``(n_finer, 3)`` 3-NN of each finer-level point among this level's points, for transition up
+            (``None`` at level 0).
+    """
+
+    pos: Tensor
+    batch: Tensor
+    neighbours: Tensor
+    group: Tensor | None = None
+    up: Tensor | None = None
+
+
+@torch.no_grad()
+def build_pyramid(
+    pos: Tensor,
+    batch: Tensor,
+    neighbours: Sequence[int],
+    stride: int = 4,
+    knn_backend: str | None = None,
+) -> list[Level]:
+    """Sample every level by farthest point sampling and compute each level's kNN exactly once."""
+    levels = [Level(pos, batch, knn(pos, pos, neighbours[0], batch, batch, backend=knn_backend))]
+    for k in neighbours[1:]:
+        fine = levels[-1]
+        keep = farthest_point_sampling(fine.pos, fine.batch, 1.0 / stride)
+        p, b = fine.pos[keep], fine.batch[keep]
+        levels.append(
+            Level(
+                pos=p,
+                batch=b,
+                neighbours=knn(p, p, k, b, b, backend=knn_backend),
+                group=knn(fine.pos, p, k, fine.batch, b, backend=knn_backend),
+                up=knn(p, fine.pos, 3, b, fine.batch, backend=knn_backend),
+            )
+        )
+    return levels
+
+
+class PointTransformerUNet(nn.Module):
+    """Point Transformer segmentation U-Net: per-point features in, per-point features out.
+
+    Args:
+        in_channels: width of the input features (e.g. 3 for xyz, 6 for xyz+rgb, 32 for encodings).
+        out_channels: width of the per-point output (classes, or the encoding size d).
+        channels: width of each level.
+        blocks: Point Transformer blocks after each level's transition down.
+        decoder_blocks: blocks after each level's transition up.
+        neighbours: k of each level (self-attention and transition-down grouping).
+        stride: sub-sampling factor between levels (farthest point sampling keeps ⌊n/stride⌋ per cloud).
+        share_planes: attention channels sharing one weight.
+        knn_backend: forced kNN backend (see :mod:`ctxir.nn.ops`), ``None`` = automatic.
+
+    The published configuration (``in_channels=6, out_channels=13`` with the defaults) has exactly
+    7,767,729 parameters.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 32,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        blocks: Sequence[int] = (1, 2, 3, 5, 2),
+        decoder_blocks: int | Sequence[int] = 1,
+        neighbours: Sequence[int] = (8, 16, 16, 16, 16),
+        stride: int = 4,
+        share_planes: int = 8,
+        knn_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        channels, blocks, neighbours = list(channels), list(blocks), list(neighbours)
+        if isinstance(decoder_blocks, int):
+            decoder_blocks = [decoder_blocks] * len(channels)
+        decoder_blocks = list(decoder_blocks)
+        if not (len(channels) == len(blocks) == len(neighbours) == len(decoder_blocks)) or not channels:
+            raise ValueError(
+                "channels, blocks, decoder_blocks and neighbours need one entry per level, got "
+                f"{channels}, {blocks}, {decoder_blocks}, {neighbours}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.neighbours, self.stride, self.knn_backend = neighbours, stride, knn_backend
+        widths = [in_channels, *channels]
+        self.down = nn.ModuleList(
+            TransitionDown(widths[i], widths[i + 1], strided=i > 0) for i in range(len(channels))
+        )
+        self.encoder = nn.ModuleList(
+            nn.ModuleList(PointTransformerBlock(c, share_planes) for _ in range(n))
+            for c, n in zip(channels, blocks)
+        )
+        self.up_head = TransitionUpHead(channels[-1])
+        self.up = nn.ModuleList(TransitionUp(channels[i + 1], channels[i]) for i in range(len(channels) - 1))
+        self.decoder = nn.ModuleList(
+            nn.ModuleList(PointTransformerBlock(c, share_planes) for _ in range(n))
+            for c, n in zip(channels, decoder_blocks)
+        )
+        self.head = nn.Sequential(
+            nn.Linear(channels[0], channels[0]),
+            nn.BatchNorm1d(channels[0]),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels[0], out_channels),
+        )
+
+    def forward(self, pos: Tensor, features: Tensor, batch: Tensor | None = None) -> Tensor:
+        """``pos`` (N, 3), ``features`` (N, in_channels), ``batch`` (N,) sorted cloud index → (N, out)."""
+        if features.shape != (pos.shape[0], self.in_channels):
+            raise ValueError(
+                f"expected features of shape ({pos.shape[0]}, {self.in_channels}), got {tuple(features.shape)}"
+            )
+        if batch is None:
+            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        num_clouds = batch_to_ptr(batch).numel() - 1
+        levels = build_pyramid(pos, batch, self.neighbours, self.stride, self.knn_backend)
+        skips: list[Tensor] = []
+        x = features
+        for i, level in enumerate(levels):
+            fine_pos = levels[i - 1].pos if i else pos
+            x = self.down[i](x, fine_pos, level.pos, level.group)
+            for block in self.encoder[i]:
+                x = block(x, level.pos, level.neighbours)
+            skips.append(x)
+        x = self.up_head(skips[-1], levels[-1].batch, num_clouds)
+        for block in self.decoder[-1]:
+            x = block(x, levels[-1].pos, levels[-1].neighbours)
+        for i in range(len(levels) - 2, -1, -1):
+            coarse = levels[i + 1]
+            assert coarse.up is not None
+            x = self.up[i](skips[i], levels[i].pos, x, coarse.pos, coarse.up)
+            for block in self.decoder[i]:
+                x = block(x, levels[i].pos, levels[i].neighbours)
+        return self.head(x)

@@ -1,0 +1,127 @@
+"""Point ops: every kNN backend equals the brute-force reference; FPS and interpolation are exact."""
+
+import numpy as np
+import pytest
+import torch
+
+from ctxir.nn.ops import (
+    BACKEND_ENV,
+    available_backends,
+    farthest_point_sampling,
+    interpolate_knn,
+    knn,
+    resolve_backend,
+    three_nn_interpolate,
+)
+
+
+def _random_batch(sizes: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.rand(sum(sizes), 3, generator=g)
+    batch = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
+    return pos, batch
+
+
+def _sq_dist(support: torch.Tensor, query: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return (support[idx].double() - query[:, None, :].double()).pow(2).sum(-1)
+
+
+@pytest.mark.parametrize("backend", [b for b in available_backends() if b != "brute"])
+@pytest.mark.parametrize("k", [1, 4, 16])
+def test_backends_match_brute_force(backend: str, k: int) -> None:
+    support, sb = _random_batch([300, 57, 1000], seed=1)
+    query, qb = _random_batch([200, 90, 333], seed=2)
+    ref = knn(support, query, k, sb, qb, backend="brute")
+    got = knn(support, query, k, sb, qb, backend=backend)
+    assert got.shape == (query.shape[0], k) and got.dtype == torch.long
+    # never crosses clouds
+    assert torch.equal(sb[got], qb[:, None].expand(-1, k))
+    # distances equal; indices equal except at exact ties
+    d_ref, d_got = _sq_dist(support, query, ref), _sq_dist(support, query, got)
+    assert torch.allclose(d_got, d_ref, rtol=0, atol=1e-6)
+    assert (got == ref).float().mean() > 0.999
+    # nearest first
+    assert bool((d_got[:, 1:] >= d_got[:, :-1] - 1e-7).all())
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_small_cloud_padded_by_repeating_farthest(backend: str) -> None:
+    support, sb = _random_batch([3, 50], seed=3)
+    query, qb = _random_batch([5, 5], seed=4)
+    idx = knn(support, query, 8, sb, qb, backend=backend)
+    first = idx[:5]
+    assert set(first[0].tolist()) == {0, 1, 2}
+    assert bool((first[:, 3:] == first[:, 2:3]).all())
+    assert bool((idx[5:] >= 3).all())
+
+
+def test_self_query_includes_itself_first() -> None:
+    pos, batch = _random_batch([100, 40], seed=5)
+    idx = knn(pos, pos, 8, batch, batch)
+    assert torch.equal(idx[:, 0], torch.arange(pos.shape[0]))
+
+
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(BACKEND_ENV, "cdist")
+    assert resolve_backend(None, cpu) == "cdist"
+    assert resolve_backend("kdtree", cpu) == "kdtree"  # argument beats the environment
+    monkeypatch.delenv(BACKEND_ENV)
+    assert resolve_backend(None, cpu) in {"cluster", "kdtree"}
+    with pytest.raises(ValueError, match="unknown kNN backend"):
+        resolve_backend("faiss", cpu)
+    with pytest.raises(ValueError, match="only handles CPU"):
+        resolve_backend("kdtree", torch.device("meta"))
+
+
+def test_unsorted_batch_rejected() -> None:
+    pos = torch.rand(4, 3)
+    with pytest.raises(ValueError, match="sorted"):
+        knn(pos, pos, 2, torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1]))
+
+
+def _fps_reference(pos: np.ndarray, m: int) -> list[int]:
+    chosen = [0]
+    mind = np.full(len(pos), np.inf)
+    for _ in range(m - 1):
+        mind = np.minimum(mind, ((pos - pos[chosen[-1]]) ** 2).sum(1))
+        chosen.append(int(mind.argmax()))
+    return chosen
+
+
+def test_farthest_point_sampling_matches_reference_per_cloud() -> None:
+    sizes = [120, 37, 401]
+    pos, batch = _random_batch(sizes, seed=6)
+    idx = farthest_point_sampling(pos, batch, 0.25)
+    expected, start = [], 0
+    for n in sizes:
+        expected += [start + i for i in _fps_reference(pos[start : start + n].numpy(), n // 4)]
+        start += n
+    assert idx.tolist() == expected
+    assert torch.bincount(batch[idx]).tolist() == [n // 4 for n in sizes]
+
+
+def test_fps_deterministic_and_spread() -> None:
+    pos, batch = _random_batch([2000], seed=7)
+    a = farthest_point_sampling(pos, batch, 0.01)
+    assert torch.equal(a, farthest_point_sampling(pos, batch, 0.01))
+    assert a[0] == 0 and len(set(a.tolist())) == 20
+    # farthest sampling spreads points: min pairwise distance beats a random subset's
+    d = torch.cdist(pos[a], pos[a]) + torch.eye(20) * 9
+    r = torch.cdist(pos[:20], pos[:20]) + torch.eye(20) * 9
+    assert d.min() > r.min()
+
+
+def test_interpolation_reproduces_linear_field_at_sample_points_and_weights() -> None:
+    coarse, cb = _random_batch([50, 60], seed=8)
+    feat = torch.randn(110, 5)
+    # at the coarse points themselves the feature is returned exactly
+    out = three_nn_interpolate(feat, coarse, coarse, cb, cb)
+    assert torch.allclose(out, feat, atol=1e-5)
+    # weights are 1/(d + eps), normalised: check one point by hand
+    fine = torch.tensor([[0.5, 0.5, 0.5]])
+    idx = knn(coarse[:50], fine, 3)
+    d = (coarse[idx[0]] - fine[0]).norm(dim=1)
+    w = (1 / (d + 1e-8)) / (1 / (d + 1e-8)).sum()
+    expected = (feat[idx[0]] * w[:, None]).sum(0)
+    assert torch.allclose(interpolate_knn(feat[:50], coarse[:50], fine, idx)[0], expected, atol=1e-6)
