@@ -79,6 +79,18 @@ class LabelledMesh:
             raise ValueError(f"{where}: face indices out of range [0, {self.num_vertices})")
 
 
+def ids_to_classes(ids: np.ndarray, valid_ids: tuple[int, ...]) -> np.ndarray:
+    """Map raw data-set ids to class indices: ``valid_ids[k]`` becomes ``k``, every other value ``IGNORE_LABEL``.
+
+    Any integer is accepted (negative ids and stray values such as ScanNet's 50 > 40 become ignore).
+    """
+    ids = np.asarray(ids).astype(np.int64)
+    table = np.full(max(valid_ids) + 1, IGNORE_LABEL, dtype=np.int64)
+    table[list(valid_ids)] = np.arange(len(valid_ids))
+    inside = (ids >= 0) & (ids < table.size)
+    return np.where(inside, table[np.clip(ids, 0, table.size - 1)], IGNORE_LABEL)
+
+
 def face_majority(vertex_values: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Per-face majority of a per-vertex integer attribute; a three-way tie goes to the first vertex.
 
