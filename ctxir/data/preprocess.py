@@ -184,15 +184,25 @@ def sample_scene(
     return out
 
 
-def _sample_kwargs(
-    num_surface: int, num_off_surface: int, sigmas: tuple[float, ...], num_eval: int, seed: int
+def preprocessing_params(
+    num_surface: int = 10240,
+    num_off_surface: int = 100000,
+    sigmas: tuple[float, ...] = DEFAULT_SIGMAS,
+    num_eval: int = 100000,
+    seed: int = 0,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The parameters a cache records: the :func:`sample_scene` keyword arguments plus ``source``.
+
+    ``source`` holds whatever else changes the content (data set, class set, generator settings).
+    """
     return {
         "num_surface": int(num_surface),
         "num_off_surface": int(num_off_surface),
-        "sigmas": tuple(float(s) for s in sigmas),
+        "sigmas": [float(s) for s in sigmas],
         "num_eval": int(num_eval),
         "seed": int(seed),
+        "source": dict(source or {}),
     }
 
 
@@ -209,10 +219,11 @@ def _prepare_unit(
     read_unit: Callable[[str], list[LabelledMesh]],
     unit: str,
     cache_dir: str,
-    sample_kwargs: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[str, list[str] | None, ValueError | None]:
     """Read one raw unit, preprocess and cache each of its scenes, then write the unit's manifest."""
+    sample_kwargs = {key: value for key, value in params.items() if key != "source"}
+    sample_kwargs["sigmas"] = tuple(sample_kwargs["sigmas"])
     try:
         names = []
         for mesh in read_unit(unit):
@@ -259,8 +270,7 @@ def preprocess_scenes(
     Returns:
         ``{unit: [scene names]}`` for every unit that is prepared (skipped units are absent).
     """
-    sample_kwargs = _sample_kwargs(num_surface, num_off_surface, sigmas, num_eval, seed)
-    params = {**sample_kwargs, "source": dict(source or {})}
+    params = preprocessing_params(num_surface, num_off_surface, sigmas, num_eval, seed, source)
     cache_dir = str(cache_dir)
     prepared: dict[str, list[str]] = {}
     pending = []
@@ -289,7 +299,7 @@ def preprocess_scenes(
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=min(num_workers, len(pending)), mp_context=context) as pool:
                 futures = [
-                    pool.submit(_prepare_unit, read_unit, unit, cache_dir, sample_kwargs, params) for unit in pending
+                    pool.submit(_prepare_unit, read_unit, unit, cache_dir, params) for unit in pending
                 ]
                 try:
                     for future in as_completed(futures):
@@ -300,7 +310,7 @@ def preprocess_scenes(
                     raise
         else:
             for unit in pending:
-                collect(*_prepare_unit(read_unit, unit, cache_dir, sample_kwargs, params))
+                collect(*_prepare_unit(read_unit, unit, cache_dir, params))
     finally:
         bar.close()
     if skipped:

@@ -453,3 +453,17 @@ def generate_room(seed: int, cell_size: float = 0.25, subdivisions: int = 0, nam
     rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     mesh.vertices = mesh.vertices @ rotation.T
     return subdivide(mesh, subdivisions) if subdivisions else mesh
+
+
+def synthetic_room_seed(generator_seed: int, unit: str) -> int:
+    """Seed of the room named ``unit`` ('train_0003'): distinct per generator seed, split and index."""
+    split, index = unit.rsplit("_", 1)
+    splits = ("train", "val", "test")
+    if split not in splits or not index.isdigit():
+        raise ValueError(f"synthetic room names look like 'train_0003', got {unit!r}")
+    return int(np.random.SeedSequence([generator_seed, splits.index(split), int(index)]).generate_state(1)[0])
+
+
+def read_synthetic_room(generator_seed: int, cell_size: float, unit: str) -> list[LabelledMesh]:
+    """The 'reader' of the synthetic data set: generate room ``unit`` (a light, picklable top-level function)."""
+    return [generate_room(synthetic_room_seed(generator_seed, unit), cell_size=cell_size, name=unit)]

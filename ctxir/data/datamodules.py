@@ -1,0 +1,388 @@
+"""Lightning DataModules: synthetic rooms, ScanNet v2, 2D-3D-S, SceneNN and their geometry-only union Triad.
+
+All share one pipeline: ``prepare_data()`` reads the raw units of every split (through the reader modules'
+``list_items``/``read_item``, or the room generator) and preprocesses them into per-scene caches under
+``cache_dir/<data set>``; ``setup(stage)`` maps the split's units to their cached scenes and builds
+:class:`~ctxir.data.dataset.SceneDataset` s; loaders batch with :func:`~ctxir.data.collate.collate_scenes`.
+Constructor arguments are plain values so LightningCLI YAML configs can set them.
+
+Splits per stage: ``fit`` → train + val, ``validate`` → val, ``test``/``predict`` → test (ScanNet: the
+official val list; 2D-3D-S: Area 6; SceneNN: the 20 test scenes). Test items carry ``eval_points``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ctxir.data import cache
+from ctxir.data.collate import collate_scenes
+from ctxir.data.dataset import DEFAULT_RATIOS, SceneDataset
+from ctxir.data.mesh import LabelledMesh
+from ctxir.data.preprocess import DEFAULT_SIGMAS, preprocess_scenes, preprocessing_params
+from ctxir.data.synthetic import SYNTHETIC_CLASSES, read_synthetic_room
+
+SPLITS = ("train", "val", "test")
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+@dataclass(frozen=True)
+class SceneSource:
+    """One cached data set: how to list its raw units per split and read a unit into meshes."""
+
+    name: str
+    list_units: Callable[[str], list[str]]
+    read_unit: Callable[[str], list[LabelledMesh]]
+    settings: dict[str, Any]
+
+
+class SceneDataModule(L.LightningDataModule):
+    """Shared pipeline of every data set; subclasses only declare their :class:`SceneSource` s and classes."""
+
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        cache_dir: str = ".cache/ctxir",
+        batch_size: int = 4,
+        num_workers: int = 0,
+        num_points: int = 10240,
+        num_queries: int = 50000,
+        num_surface: int = 10240,
+        num_off_surface: int = 100000,
+        num_eval: int = 100000,
+        sigmas: tuple[float, ...] = DEFAULT_SIGMAS,
+        ratios: tuple[float, ...] = DEFAULT_RATIOS,
+        skip_invalid: bool = True,
+        preprocess_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """Args:
+        cache_dir: root of the preprocessed caches (one sub-folder per data set).
+        batch_size: scenes per batch.
+        num_workers: DataLoader worker processes.
+        num_points: surface input points per scene (a random subset of the cached ``num_surface`` each draw).
+        num_queries: query points per scene, redrawn at every access.
+        num_surface: surface samples cached per scene (at least ``num_points`` are cached).
+        num_off_surface: cached off-surface samples per σ.
+        num_eval: cached ground-truth evaluation points per scene.
+        sigmas, ratios: off-surface noise levels and the share of queries drawn from each.
+        skip_invalid: skip (with a warning) raw units that are corrupt or empty instead of failing.
+        preprocess_workers: processes used by ``prepare_data`` (0 = in the main process).
+        seed: preprocessing seed, also mixed into the per-item query sampling.
+        """
+        super().__init__()
+        if len(sigmas) != len(ratios):
+            raise ValueError(f"need one ratio per sigma, got sigmas {sigmas} and ratios {ratios}")
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_points = num_points
+        self.num_queries = num_queries
+        self.num_surface = max(num_surface, num_points)
+        self.num_off_surface = num_off_surface
+        self.num_eval = num_eval
+        self.sigmas = tuple(sigmas)
+        self.ratios = tuple(ratios)
+        self.skip_invalid = skip_invalid
+        self.preprocess_workers = preprocess_workers
+        self.seed = seed
+        self.datasets: dict[str, SceneDataset] = {}
+
+    drop_labels: bool = False
+    """True for geometry-only data sets: every label of their items is -1."""
+
+    def sources(self) -> list[SceneSource]:
+        """The cached data sets this module reads (declared by each subclass)."""
+        raise NotImplementedError
+
+    # -- pipeline ------------------------------------------------------------------------------------
+    def _source_dir(self, source: SceneSource) -> Path:
+        return Path(self.cache_dir) / source.name
+
+    def _params(self, source: SceneSource) -> dict[str, Any]:
+        return preprocessing_params(
+            self.num_surface, self.num_off_surface, self.sigmas, self.num_eval, self.seed,
+            {"dataset": source.name, **source.settings},
+        )
+
+    def prepare_data(self) -> None:
+        """Preprocess the raw units of every split into the cache (already cached scenes are reused)."""
+        for source in self.sources():
+            units = list(dict.fromkeys(unit for split in SPLITS for unit in source.list_units(split)))
+            params = self._params(source)
+            preprocess_scenes(
+                source.read_unit, units, self._source_dir(source),
+                num_surface=params["num_surface"], num_off_surface=params["num_off_surface"],
+                sigmas=self.sigmas, num_eval=params["num_eval"], seed=params["seed"], source=params["source"],
+                num_workers=self.preprocess_workers, skip_invalid=self.skip_invalid,
+            )
+
+    def split_files(self, split: str) -> list[Path]:
+        """Cache files of the scenes of ``split``; units that are not prepared (skipped as invalid) are left out."""
+        files: list[Path] = []
+        missing: list[str] = []
+        for source in self.sources():
+            params, folder = self._params(source), self._source_dir(source)
+            for unit in source.list_units(split):
+                scenes = cache.read_manifest(cache.manifest_path(folder, unit), params)
+                if scenes is None:
+                    missing.append(f"{source.name}:{unit}")
+                else:
+                    files += [cache.scene_cache_path(folder, scene) for scene in scenes]
+        if not files:
+            raise RuntimeError(
+                f"no preprocessed scenes for split {split!r} under {self.cache_dir} with the current settings; "
+                "run prepare_data() first"
+            )
+        if missing:
+            warnings.warn(
+                f"split {split!r}: {len(missing)} units are not in the cache (skipped as invalid?): "
+                + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""),
+                stacklevel=2,
+            )
+        return files
+
+    def make_dataset(self, split: str, with_eval_points: bool | None = None) -> SceneDataset:
+        """The dataset of one split (test split items carry evaluation points unless told otherwise)."""
+        return SceneDataset(
+            self.split_files(split),
+            num_points=self.num_points,
+            num_queries=self.num_queries,
+            ratios=self.ratios,
+            with_eval_points=(split == "test") if with_eval_points is None else with_eval_points,
+            drop_labels=self.drop_labels,
+            seed=self.seed,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in _STAGE_SPLITS.get(stage, SPLITS) if stage else SPLITS:
+            if split not in self.datasets:
+                self.datasets[split] = self.make_dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            self.datasets[split] = self.make_dataset(split)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_scenes,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+# -- synthetic rooms ---------------------------------------------------------------------------------
+class SyntheticRoomsDataModule(SceneDataModule):
+    """Procedural labelled rooms (:mod:`ctxir.data.synthetic`), generated and cached by ``prepare_data``.
+
+    A second run with the same settings reuses the cached rooms. For fast CPU training use e.g.
+    ``num_points=2048, num_queries=4096, num_train=16``.
+    """
+
+    num_classes = len(SYNTHETIC_CLASSES)
+    class_names = SYNTHETIC_CLASSES
+
+    def __init__(
+        self,
+        num_train: int = 64,
+        num_val: int = 8,
+        num_test: int = 8,
+        generator_seed: int = 0,
+        cell_size: float = 0.25,
+        cache_dir: str = ".cache/ctxir",
+        batch_size: int = 4,
+        num_workers: int = 0,
+        num_points: int = 10240,
+        num_queries: int = 50000,
+        num_surface: int = 10240,
+        num_off_surface: int = 100000,
+        num_eval: int = 100000,
+        skip_invalid: bool = True,
+        preprocess_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """Args: ``num_train``/``num_val``/``num_test`` rooms per split, ``generator_seed`` and ``cell_size``
+        of :func:`~ctxir.data.synthetic.generate_room`; the rest as in :class:`SceneDataModule`."""
+        super().__init__(
+            cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
+            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
+            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
+        )
+        self.counts = {"train": num_train, "val": num_val, "test": num_test}
+        self.generator_seed = generator_seed
+        self.cell_size = cell_size
+
+    def sources(self) -> list[SceneSource]:
+        return [
+            SceneSource(
+                name="synthetic",
+                list_units=lambda split: [f"{split}_{i:04d}" for i in range(self.counts[split])],
+                read_unit=partial(read_synthetic_room, self.generator_seed, self.cell_size),
+                settings={"generator_seed": self.generator_seed, "cell_size": self.cell_size},
+            )
+        ]
+
+
+# -- real data sets ----------------------------------------------------------------------------------
+def _reader(module: str) -> Any:
+    """The reader module ``ctxir.data.<module>`` (imported on use: it is only needed for that data set)."""
+    return importlib.import_module(f"ctxir.data.{module}")
+
+
+def _real_source(module: str, root: str, folder: str, **options: Any) -> SceneSource:
+    reader = _reader(module)
+    return SceneSource(
+        name=folder,
+        list_units=partial(reader.list_items, root),
+        read_unit=partial(reader.read_item, root, **options),
+        settings=dict(options),
+    )
+
+
+class _RealDataModule(SceneDataModule):
+    """A real data set read through ``ctxir.data.<reader>`` from ``root``."""
+
+    reader: str = ""
+
+    def __init__(self, root: str, cache_dir: str = ".cache/ctxir", **kwargs: Any) -> None:
+        super().__init__(cache_dir=cache_dir, **kwargs)
+        self.root = root
+        names = self._class_names()
+        self.class_names = tuple(names)
+        self.num_classes = len(names)
+
+    def _class_names(self) -> tuple[str, ...]:
+        return tuple(_reader(self.reader).CLASS_NAMES)
+
+    def sources(self) -> list[SceneSource]:
+        return [_real_source(self.reader, self.root, self.reader)]
+
+
+_COMMON_DOC = """
+
+    Args:
+        root: the data set's root folder (layout: see the reader module).
+        cache_dir, batch_size, num_workers, num_points, num_queries, num_surface, num_off_surface, num_eval,
+        skip_invalid, preprocess_workers, seed: see :class:`SceneDataModule`.
+    """
+
+
+class ScanNetDataModule(_RealDataModule):
+    """ScanNet v2 (20 benchmark classes); official train/val lists, test = val.""" + _COMMON_DOC
+
+    reader = "scannet"
+
+    def __init__(
+        self, root: str, cache_dir: str = ".cache/ctxir", batch_size: int = 4, num_workers: int = 0,
+        num_points: int = 10240, num_queries: int = 50000, num_surface: int = 10240, num_off_surface: int = 100000,
+        num_eval: int = 100000, skip_invalid: bool = True, preprocess_workers: int = 0, seed: int = 0,
+    ) -> None:
+        super().__init__(
+            root, cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
+            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
+            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
+        )
+
+
+class Stanford2D3DSDataModule(_RealDataModule):
+    """2D-3D-S (13 classes), one scene per room; Areas 1-4 train, Area 6 val/test.""" + _COMMON_DOC
+
+    reader = "stanford"
+
+    def __init__(
+        self, root: str, cache_dir: str = ".cache/ctxir", batch_size: int = 4, num_workers: int = 0,
+        num_points: int = 10240, num_queries: int = 50000, num_surface: int = 10240, num_off_surface: int = 100000,
+        num_eval: int = 100000, skip_invalid: bool = True, preprocess_workers: int = 0, seed: int = 0,
+    ) -> None:
+        super().__init__(
+            root, cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
+            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
+            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
+        )
+
+
+class SceneNNDataModule(_RealDataModule):
+    """SceneNN (nyu40 version); ``classes`` picks the class set of the reader (default: ScanNet's 20).
+
+    The test split is the 20-scene list (val = test).""" + _COMMON_DOC
+
+    reader = "scenenn"
+
+    def __init__(
+        self, root: str, classes: str = "scannet20", cache_dir: str = ".cache/ctxir", batch_size: int = 4,
+        num_workers: int = 0, num_points: int = 10240, num_queries: int = 50000, num_surface: int = 10240,
+        num_off_surface: int = 100000, num_eval: int = 100000, skip_invalid: bool = True,
+        preprocess_workers: int = 0, seed: int = 0,
+    ) -> None:
+        self.classes = classes
+        super().__init__(
+            root, cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
+            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
+            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
+        )
+
+    def _class_names(self) -> tuple[str, ...]:
+        return tuple(_reader("scenenn").class_names(self.classes))
+
+    def sources(self) -> list[SceneSource]:
+        return [_real_source("scenenn", self.root, f"scenenn-{self.classes}", classes=self.classes)]
+
+
+class TriadDataModule(SceneDataModule):
+    """Geometry-only union of ScanNet, 2D-3D-S and SceneNN (labels all -1, ``num_classes = 0``).
+
+    Train = union of the train splits, val = union of the val splits, test = union of the test splits. Each
+    data set is cached in the same folder as its own DataModule uses, so the caches are shared. A root left
+    as ``None`` leaves that data set out (at least one is needed).
+    """
+
+    num_classes = 0
+    class_names: tuple[str, ...] = ()
+    drop_labels = True
+
+    def __init__(
+        self, scannet_root: str | None = None, stanford_root: str | None = None, scenenn_root: str | None = None,
+        cache_dir: str = ".cache/ctxir", batch_size: int = 4, num_workers: int = 0, num_points: int = 10240,
+        num_queries: int = 50000, num_surface: int = 10240, num_off_surface: int = 100000, num_eval: int = 100000,
+        skip_invalid: bool = True, preprocess_workers: int = 0, seed: int = 0,
+    ) -> None:
+        """Args: the three data-set roots; the rest as in :class:`SceneDataModule`."""
+        super().__init__(
+            cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
+            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
+            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
+        )
+        self.roots = {"scannet": scannet_root, "stanford": stanford_root, "scenenn": scenenn_root}
+        if not any(self.roots.values()):
+            raise ValueError("TriadDataModule needs at least one of scannet_root, stanford_root, scenenn_root")
+
+    def sources(self) -> list[SceneSource]:
+        folders = {"scannet": "scannet", "stanford": "stanford", "scenenn": "scenenn-scannet20"}
+        options = {"scenenn": {"classes": "scannet20"}}
+        return [
+            _real_source(name, root, folders[name], **options.get(name, {}))
+            for name, root in self.roots.items()
+            if root is not None
+        ]

@@ -1,0 +1,107 @@
+"""A torch ``Dataset`` over preprocessed scene caches: one item = one scene with freshly drawn queries."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ctxir.data.cache import read_scene_cache
+from ctxir.data.mesh import IGNORE_LABEL
+
+DEFAULT_RATIOS: tuple[float, ...] = (0.01, 0.49, 0.5)
+"""Share of the queries drawn from each σ pool (NDF/RangeUDF), in the order of the cached sigmas."""
+
+
+def query_counts(num_queries: int, ratios: Sequence[float]) -> np.ndarray:
+    """``round(ratio * num_queries)`` per pool, adjusted (largest remainders) so that the counts sum exactly."""
+    ratios = np.asarray(ratios, dtype=np.float64)
+    if num_queries < 0 or (ratios < 0).any() or ratios.sum() <= 0:
+        raise ValueError(f"need num_queries >= 0 and non-negative ratios, got {num_queries} and {ratios.tolist()}")
+    exact = ratios / ratios.sum() * num_queries
+    counts = np.round(exact).astype(np.int64)
+    surplus = int(counts.sum() - num_queries)
+    if surplus:  # take from / give to the pools whose rounding moved them furthest
+        order = np.argsort(counts - exact) if surplus < 0 else np.argsort(exact - counts)
+        counts[order[: abs(surplus)]] -= np.sign(surplus)
+    return counts
+
+
+class SceneDataset(Dataset):
+    """Items from per-scene cache files (see :mod:`ctxir.data.cache`).
+
+    Each ``__getitem__`` draws new queries: ``query_counts(num_queries, ratios)`` from the σ pools, with
+    replacement, and a random subset of ``num_points`` surface points when the cache holds more. The random
+    generator is seeded from torch's global generator (plus ``seed``), which PyTorch re-seeds per epoch and
+    per DataLoader worker and Lightning's ``seed_everything`` makes reproducible.
+
+    Item keys: ``points`` (N,3) float32, ``point_labels`` (N,) int64, ``queries`` (M,3) float32,
+    ``query_udf`` (M,) float32, ``query_labels`` (M,) int64, ``scene`` str and, with ``with_eval_points``,
+    ``eval_points`` (E,3) float32 and ``eval_labels`` (E,) int64. With ``drop_labels`` every label is ``-1``
+    (geometry-only data such as Triad).
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike],
+        num_points: int = 10240,
+        num_queries: int = 50000,
+        ratios: Sequence[float] = DEFAULT_RATIOS,
+        with_eval_points: bool = False,
+        drop_labels: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.files = [Path(path) for path in files]
+        self.num_points = int(num_points)
+        self.num_queries = int(num_queries)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.counts = query_counts(self.num_queries, self.ratios)
+        self.with_eval_points = with_eval_points
+        self.drop_labels = drop_labels
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _rng(self) -> np.random.Generator:
+        draw = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        return np.random.default_rng([self.seed, draw])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        path = self.files[index]
+        keys = ["scene_name", "surface_points", "surface_labels"]
+        keys += [f"off_{kind}_{i}" for i in range(len(self.ratios)) for kind in ("points", "udf", "labels")]
+        if self.with_eval_points:
+            keys += ["eval_points", "eval_labels"]
+        data = read_scene_cache(path, tuple(keys))
+        rng = self._rng()
+        available = len(data["surface_points"])
+        if available < self.num_points:
+            raise ValueError(f"{path}: holds {available} surface points, fewer than num_points={self.num_points}")
+        take = rng.choice(available, self.num_points, replace=False) if available > self.num_points else slice(None)
+        picks = [rng.integers(0, len(data[f"off_udf_{i}"]), count) for i, count in enumerate(self.counts)]
+        item: dict[str, torch.Tensor | str] = {
+            "points": torch.from_numpy(np.ascontiguousarray(data["surface_points"][take], dtype=np.float32)),
+            "point_labels": self._labels(data["surface_labels"][take]),
+            "queries": torch.from_numpy(
+                np.concatenate([data[f"off_points_{i}"][p] for i, p in enumerate(picks)]).astype(np.float32)
+            ),
+            "query_udf": torch.from_numpy(
+                np.concatenate([data[f"off_udf_{i}"][p] for i, p in enumerate(picks)]).astype(np.float32)
+            ),
+            "query_labels": self._labels(np.concatenate([data[f"off_labels_{i}"][p] for i, p in enumerate(picks)])),
+            "scene": str(data["scene_name"]),
+        }
+        if self.with_eval_points:
+            item["eval_points"] = torch.from_numpy(data["eval_points"].astype(np.float32))
+            item["eval_labels"] = self._labels(data["eval_labels"])
+        return item
+
+    def _labels(self, labels: np.ndarray) -> torch.Tensor:
+        if self.drop_labels:
+            return torch.full((len(labels),), IGNORE_LABEL, dtype=torch.int64)
+        return torch.from_numpy(labels.astype(np.int64))
