@@ -234,7 +234,13 @@ def _prepare_unit(
         cache.write_manifest(cache.manifest_path(cache_dir, unit), unit, names, params)
         return unit, names, None
     except ValueError as error:  # includes the readers' CorruptFileError
-        return unit, None, _portable_error(error)
+        return unit, None, error
+
+
+def _prepare_unit_in_worker(*args: Any) -> tuple[str, list[str] | None, ValueError | None]:
+    """:func:`_prepare_unit` whose error is sure to survive the trip back from a worker process."""
+    unit, names, error = _prepare_unit(*args)
+    return unit, names, None if error is None else _portable_error(error)
 
 
 def preprocess_scenes(
@@ -283,13 +289,15 @@ def preprocess_scenes(
     skipped: list[str] = []
     bar = tqdm(total=len(pending), desc=f"preprocessing {Path(cache_dir).name}", disable=not progress or not pending)
 
-    def collect(unit: str, scenes: list[str] | None, error: ValueError | None) -> None:
+    def collect(unit: str, scenes: list[str] | None, error: ValueError | None, in_worker: bool) -> None:
         bar.update(1)
         if error is None:
             prepared[unit] = scenes or []
         elif skip_invalid:
             skipped.append(unit)
             warnings.warn(f"skipping {unit!r}: {error}", stacklevel=3)
+        elif in_worker:  # redo the unit here to raise the reader's own exception (its type may not pickle)
+            raise _prepare_unit(read_unit, unit, cache_dir, params)[2] or error
         else:
             raise error
 
@@ -299,18 +307,18 @@ def preprocess_scenes(
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=min(num_workers, len(pending)), mp_context=context) as pool:
                 futures = [
-                    pool.submit(_prepare_unit, read_unit, unit, cache_dir, params) for unit in pending
+                    pool.submit(_prepare_unit_in_worker, read_unit, unit, cache_dir, params) for unit in pending
                 ]
                 try:
                     for future in as_completed(futures):
-                        collect(*future.result())
+                        collect(*future.result(), in_worker=True)
                 except BaseException:
                     for future in futures:
                         future.cancel()
                     raise
         else:
             for unit in pending:
-                collect(*_prepare_unit(read_unit, unit, cache_dir, params))
+                collect(*_prepare_unit(read_unit, unit, cache_dir, params), in_worker=False)
     finally:
         bar.close()
     if skipped:
