@@ -457,7 +457,7 @@ def generate_room(seed: int, cell_size: float = 0.25, subdivisions: int = 0, nam
 
 def synthetic_room_seed(generator_seed: int, unit: str) -> int:
     """Seed of the room named ``unit`` ('train_0003'): distinct per generator seed, split and index."""
-    split, index = unit.rsplit("_", 1)
+    split, _, index = unit.rpartition("_")
     splits = ("train", "val", "test")
     if split not in splits or not index.isdigit():
         raise ValueError(f"synthetic room names look like 'train_0003', got {unit!r}")
