@@ -21,8 +21,9 @@ Where this differs from the published code, and why:
   (the cells on both sides emit the same triangles, which are merged into one).
 * **Ridges are rejected** (``reject_ridges``). Between two surfaces closer than a few voxels, the UDF has a
   ridge where gradients point towards each other; the sign rule flips there too and would emit a spurious
-  middle sheet. A crossing on an edge a→b is kept only where the UDF descends from both ends into the edge
-  (∇f(a)·(b − a) ≤ 0 and ∇f(b)·(a − b) ≤ 0); at a true surface it does, at a ridge it ascends.
+  middle sheet. A crossing on an edge a→b is dropped where the UDF ascends into the edge from both ends
+  (∇f(a)·(b − a) > 0 and ∇f(b)·(a − b) > 0); at a true surface it descends from both ends (or, for an edge
+  nearly tangent to a curved surface, from at least one).
 * Vertices are merged across cells (a vertex is keyed by its grid edge), degenerate and duplicated
   triangles removed. Optionally ``max_vertex_udf`` drops triangles with a vertex whose UDF exceeds it
   (trims the up-to-half-voxel overshoot past the rim of open surfaces; needs one more UDF query per vertex).
@@ -79,14 +80,16 @@ def pseudo_signed_values(values: np.ndarray, grads: np.ndarray) -> tuple[np.ndar
     return signed, flipped | (values <= 0)
 
 
-def descending_edges(grads: np.ndarray) -> np.ndarray:
-    """(K, 12) True where the UDF descends from both ends into the edge (a surface, not a ridge).
+def non_ridge_edges(grads: np.ndarray) -> np.ndarray:
+    """(K, 12) False where the UDF ascends into the edge from both ends (a ridge, not a surface).
 
-    Edges run along +axis from their lower corner, so ∇f(a)·(b − a) has the sign of ∇f(a)[axis].
+    Edges run along +axis from their lower corner a to b, so ∇f(a)·(b − a) has the sign of ∇f(a)[axis].
+    Only both ends ascending is rejected: an edge nearly tangent to a curved surface can start by ascending
+    at a corner just off the surface, but its other end still descends into it.
     """
     lower = grads[:, EDGE_CORNERS[:, 0], EDGE_AXIS]
     upper = grads[:, EDGE_CORNERS[:, 1], EDGE_AXIS]
-    return (lower <= 0) & (upper >= 0)
+    return ~((lower > 0) & (upper < 0))
 
 
 def extract_mesh(
@@ -135,7 +138,7 @@ def extract_mesh(
     )
     grads = node_grads.cpu().numpy()[corner_index.reshape(-1, 8)]  # (K, 8, 3)
     signed, inside = pseudo_signed_values(values[corner_nodes], grads)
-    edge_ok = descending_edges(grads) if reject_ridges else None
+    edge_ok = non_ridge_edges(grads) if reject_ridges else None
     vertices, faces = polygonise(grid, corner_nodes, signed, inside, edge_ok)
     if max_vertex_udf is not None and len(faces):
         near = query_values(udf, vertices, chunk_size, device) <= max_vertex_udf
