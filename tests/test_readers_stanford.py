@@ -94,6 +94,9 @@ def test_stray_class_becomes_clutter_and_malformed_material_is_corrupt(tmp_path:
     obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nusemtl chair_1_office_1_2\n")
     with pytest.raises(CorruptFileError, match="before the first usemtl"):
         stanford.read_area(tmp_path / "area_2")
+    obj.write_text("")
+    with pytest.raises(CorruptFileError, match="no faces"):
+        stanford.read_area(tmp_path / "area_2")
     obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl chair_1_office_1_2\nf 1 2 4\n")
     with pytest.raises(CorruptFileError, match="outside 1..3"):
         stanford.read_area(tmp_path / "area_2")

@@ -58,13 +58,15 @@ def read_area(area_dir: str | Path) -> dict[str, LabelledMesh]:
 
     Raises:
         DatasetNotFoundError: ``area_dir/3d/semantic.obj`` is missing.
-        CorruptFileError: the OBJ cannot be parsed or a material name does not follow the pattern.
+        CorruptFileError: the OBJ cannot be parsed, has no face, or a material name does not follow the pattern.
     """
     area_dir = Path(area_dir)
     obj_path = area_dir / "3d" / "semantic.obj"
     if not obj_path.is_file():
         raise DatasetNotFoundError(obj_path, LAYOUT)
     mesh = read_material_obj(obj_path)
+    if not len(mesh.faces):
+        raise CorruptFileError(obj_path, "no faces (empty or truncated file)")
     material_class, material_room, rooms = _parse_materials(mesh.materials, obj_path)
     face_room = material_room[mesh.face_material]
     order = np.argsort(face_room, kind="stable")
@@ -126,17 +128,18 @@ def read_material_obj(path: str | Path) -> MaterialMesh:
     buffer = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buffer == _NEWLINE)
     starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
     vertex_lines = _lines_starting(buffer, starts, ends, b"v ") | _lines_starting(buffer, starts, ends, b"v\t")
     face_lines = _lines_starting(buffer, starts, ends, b"f ") | _lines_starting(buffer, starts, ends, b"f\t")
     material_lines = np.flatnonzero(_lines_starting(buffer, starts, ends, b"usemtl"))
-    vertex_values, vertex_counts = _numbers(_line_text(buffer, starts[vertex_lines], ends[vertex_lines]), path, "v")
+    vertex_values, vertex_counts = _numbers(_line_text(buffer, lengths, vertex_lines), path, "v")
     bad_lines = np.flatnonzero((vertex_counts < 3) | (vertex_counts != vertex_counts[:1]))
     if bad_lines.size:
         line = np.flatnonzero(vertex_lines)[bad_lines[0]] + 1
         raise CorruptFileError(path, f"line {line}: v line with {vertex_counts[bad_lines[0]]} values")
     vertices = vertex_values.reshape(len(vertex_counts), -1)[:, :3] if vertex_counts.size else np.zeros((0, 3))
     index_values, index_counts = _numbers(
-        _line_text(buffer, starts[face_lines], ends[face_lines]), path, "f", keep_slash_prefix=True
+        _line_text(buffer, lengths, face_lines), path, "f", keep_slash_prefix=True
     )
     if np.any(index_counts != 3):
         bad = int(np.flatnonzero(index_counts != 3)[0])
@@ -185,13 +188,11 @@ def _lines_starting(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray, pr
     return mask
 
 
-def _line_text(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The selected lines, newline included, as one byte array with each line's keyword byte blanked."""
-    delta = np.zeros(buffer.size + 1, dtype=np.int8)
-    delta[starts] += 1
-    delta[ends + 1] -= 1
-    text = buffer[np.cumsum(delta[:-1], dtype=np.int8).astype(bool)]
-    text[np.concatenate([[0], np.cumsum(ends - starts + 1)[:-1]]).astype(np.int64)] = _SPACE
+def _line_text(buffer: np.ndarray, lengths: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    """The selected lines (``lengths`` include the newline; lines tile the buffer) as one byte array, with each
+    line's keyword byte blanked."""
+    text = buffer[np.repeat(selected, lengths)]
+    text[np.cumsum(lengths[selected]) - lengths[selected]] = _SPACE
     return text
 
 
@@ -215,5 +216,5 @@ def _numbers(text: np.ndarray, path: Path, keyword: str, keep_slash_prefix: bool
     if values.size != token_start.size:
         raise CorruptFileError(path, f"non-numeric value on a '{keyword}' line")
     keep = ~slash[token_start - 1]
-    line_of_token = np.searchsorted(np.flatnonzero(text == _NEWLINE), token_start[keep])
-    return values[keep], np.bincount(line_of_token, minlength=int((text == _NEWLINE).sum()))
+    tokens_before_newline = np.searchsorted(token_start[keep], np.flatnonzero(text == _NEWLINE))
+    return values[keep], np.diff(tokens_before_newline, prepend=0)
