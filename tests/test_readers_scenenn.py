@@ -97,3 +97,19 @@ def test_damaged_files_raise_corrupt_file_error(tmp_path: Path) -> None:
     PlyData([PlyElement.describe(no_class, "vertex")], text=False).write(str(good.path))
     with pytest.raises(CorruptFileError, match=r"lacks \['nyu_class'\]"):
         scenenn.read_scene(good.path)
+
+
+def test_ascii_ply_reads_the_same_and_rejects_polygons(tmp_path: Path) -> None:
+    truth = write_scenenn_scene(tmp_path, "005")
+    binary = scenenn.read_scene(truth.path)
+    ply = PlyData.read(str(truth.path))
+    PlyData([ply["vertex"], ply["face"]], text=True).write(str(truth.path))
+    assert truth.path.read_bytes().startswith(b"ply\nformat ascii")
+    ascii_mesh = scenenn.read_scene(truth.path)
+    np.testing.assert_array_equal(ascii_mesh.faces, binary.faces)
+    np.testing.assert_array_equal(ascii_mesh.face_labels, binary.face_labels)
+    faces = np.empty(1, dtype=[("vertex_indices", "O")])
+    faces["vertex_indices"][0] = np.array([0, 1, 2, 3], dtype=np.int32)
+    PlyData([ply["vertex"], PlyElement.describe(faces, "face")], text=True).write(str(truth.path))
+    with pytest.raises(CorruptFileError, match="face 0 has 4 vertices"):
+        scenenn.read_scene(truth.path)
