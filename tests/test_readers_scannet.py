@@ -127,7 +127,7 @@ def test_truncated_files_raise_corrupt_file_error_naming_the_file(tmp_path: Path
 
 def test_inconsistent_files_raise_corrupt_file_error(tmp_path: Path) -> None:
     truth = write_scannet_scene(tmp_path, "scene0000_00", seed=0)
-    labels = PlyData.read(str(truth.paths["labels"]))["vertex"].data[:-1].copy()  # one vertex short
+    labels = PlyData.read(str(truth.paths["labels"]), mmap=False)["vertex"].data[:-1].copy()  # one vertex short
     PlyData([PlyElement.describe(labels, "vertex")], text=False, byte_order="<").write(str(truth.paths["labels"]))
     with pytest.raises(CorruptFileError, match="359 vertices but"):
         scannet.read_scene(truth.scene_dir)
@@ -142,7 +142,7 @@ def test_inconsistent_files_raise_corrupt_file_error(tmp_path: Path) -> None:
 
 def test_non_triangle_ply_and_nan_vertices(tmp_path: Path) -> None:
     truth = write_scannet_scene(tmp_path, "scene0000_00")
-    ply = PlyData.read(str(truth.paths["mesh"]))
+    ply = PlyData.read(str(truth.paths["mesh"]), mmap=False)
     vertex = ply["vertex"].data.copy()
     quads = np.empty(1, dtype=[("vertex_indices", "O")])
     quads["vertex_indices"][0] = np.array([0, 1, 2, 3], dtype=np.int32)
@@ -151,7 +151,7 @@ def test_non_triangle_ply_and_nan_vertices(tmp_path: Path) -> None:
     with pytest.raises(CorruptFileError, match="list length|triangle"):
         scannet.read_scene(truth.scene_dir)
     truth = write_scannet_scene(tmp_path, "scene0000_00")
-    ply = PlyData.read(str(truth.paths["mesh"]))
+    ply = PlyData.read(str(truth.paths["mesh"]), mmap=False)
     vertex = ply["vertex"].data.copy()
     vertex["x"][0] = np.nan
     PlyData([PlyElement.describe(vertex, "vertex"), ply["face"]], text=False, byte_order="<").write(

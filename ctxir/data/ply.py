@@ -79,7 +79,7 @@ def _triangles(index_lists: np.ndarray, path: Path) -> np.ndarray:
     """(F, 3) int64 from plyfile's face lists: a fixed-shape array (memory-mapped) or one array per face
     (ASCII files), checking every face has three vertices."""
     if index_lists.dtype != object:
-        return np.asarray(index_lists, dtype=np.int64).reshape(-1, 3)
+        return np.array(index_lists, dtype=np.int64).reshape(-1, 3)  # a copy: nothing keeps the file mapped
     sizes = np.fromiter(map(len, index_lists), dtype=np.int64, count=len(index_lists))
     if np.any(sizes != 3):
         row = int(np.flatnonzero(sizes != 3)[0])
