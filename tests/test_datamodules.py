@@ -133,6 +133,9 @@ def test_cached_rooms_reused_and_rebuilt_on_changed_settings(synthetic_dm, monke
         changed.prepare_data()
     with pytest.raises(RuntimeError, match="prepare_data"):
         changed.setup("fit")
+    empty = SyntheticRoomsDataModule(num_train=3, num_val=0, num_test=0, cache_dir=synthetic_dm.cache_dir, **SIZES)
+    empty.setup("fit")
+    assert len(empty.datasets["train"]) == 3 and len(empty.datasets["val"]) == 0
 
 
 # -- real data sets on the readers' raw-format fixtures -----------------------------------------------

@@ -130,9 +130,12 @@ class SceneDataModule(L.LightningDataModule):
         """Cache files of the scenes of ``split``; units that are not prepared (skipped as invalid) are left out."""
         files: list[Path] = []
         missing: list[str] = []
+        units = {source.name: source.list_units(split) for source in self.sources()}
+        if not any(units.values()):
+            return files  # an empty split (e.g. num_val=0) gives an empty dataset
         for source in self.sources():
             params, folder = self._params(source), self._source_dir(source)
-            for unit in source.list_units(split):
+            for unit in units[source.name]:
                 scenes = cache.read_manifest(cache.manifest_path(folder, unit), params)
                 if scenes is None:
                     missing.append(f"{source.name}:{unit}")
