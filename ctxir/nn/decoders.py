@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ctxir.nn.ops import knn
+from ctxir.nn.ops import gather_rows, knn
 
 
 def query_neighbours(
@@ -108,11 +108,11 @@ class UDFDecoder(nn.Module):
         _check_inputs(points, features, self.feature_channels)
         if neighbours is None:
             neighbours = query_neighbours(points, queries, point_batch, query_batch, self.k, self.knn_backend)
-        p = points[neighbours]
+        p = gather_rows(points, neighbours)
         q = queries.unsqueeze(1).expand_as(p)
         offset = q - p
         geometry = torch.cat([offset.norm(dim=-1, keepdim=True), offset, q, p], dim=-1)
-        pooled = self.pool(torch.cat([self.geometry(geometry), features[neighbours]], dim=-1))
+        pooled = self.pool(torch.cat([self.geometry(geometry), gather_rows(features, neighbours)], dim=-1))
         hidden = self.mlp(torch.cat([pooled, queries], dim=-1))
         return torch.relu(self.out(hidden)).squeeze(-1)
 
@@ -166,5 +166,5 @@ class SemanticDecoder(nn.Module):
         _check_inputs(points, features, self.feature_channels)
         if neighbours is None:
             neighbours = query_neighbours(points, queries, point_batch, query_batch, self.k, self.knn_backend)
-        pooled = self.pool(torch.cat([features[neighbours], points[neighbours]], dim=-1))
+        pooled = self.pool(torch.cat([gather_rows(features, neighbours), gather_rows(points, neighbours)], dim=-1))
         return self.out(self.dropout(self.mlp(pooled)))

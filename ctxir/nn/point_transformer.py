@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctxir.nn.ops import batch_to_ptr, farthest_point_sampling, interpolate_knn, knn
+from ctxir.nn.ops import batch_to_ptr, farthest_point_sampling, gather_rows, interpolate_knn, knn
 
 
 def _bn_rows(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
@@ -49,13 +49,13 @@ class PointTransformerLayer(nn.Module):
         """``x`` (n, C) features, ``pos`` (n, 3), ``index`` (n, k) neighbours (self included) → (n, C)."""
         n, k = index.shape
         q, key, value = self.linear_q(x), self.linear_k(x), self.linear_v(x)
-        rel = pos[index] - pos.unsqueeze(1)
+        rel = gather_rows(pos, index) - pos.unsqueeze(1)
         delta = self.pos_fc2(torch.relu(_bn_rows(self.pos_bn, self.pos_fc1(rel))))
-        w = key[index] - q.unsqueeze(1) + delta
+        w = gather_rows(key, index) - q.unsqueeze(1) + delta
         w = self.w_fc1(torch.relu(_bn_rows(self.w_bn1, w)))
         w = self.w_fc2(torch.relu(_bn_rows(self.w_bn2, w)))
         w = torch.softmax(w, dim=1)  # over the neighbours, per channel group
-        grouped = (value[index] + delta).view(n, k, self.share_planes, -1)
+        grouped = (gather_rows(value, index) + delta).view(n, k, self.share_planes, -1)
         return (grouped * w.unsqueeze(2)).sum(dim=1).reshape(n, self.channels)
 
 
@@ -89,7 +89,7 @@ class TransitionDown(nn.Module):
         if not self.strided:
             return torch.relu(self.bn(self.fc(x)))
         assert group is not None
-        grouped = torch.cat([fine_pos[group] - pos.unsqueeze(1), x[group]], dim=-1)
+        grouped = torch.cat([gather_rows(fine_pos, group) - pos.unsqueeze(1), gather_rows(x, group)], dim=-1)
         return torch.relu(_bn_rows(self.bn, self.fc(grouped))).amax(dim=1)
 
 
