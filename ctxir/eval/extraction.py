@@ -92,6 +92,35 @@ def non_ridge_edges(grads: np.ndarray) -> np.ndarray:
     return ~((lower > 0) & (upper < 0))
 
 
+def corner_gradients(
+    udf: UDF,
+    grid: Grid,
+    corner_nodes: np.ndarray,
+    chunk_size: int,
+    device: torch.device | str,
+    method: GradientMethod = "auto",
+    fd_step: float = 1e-3,
+) -> np.ndarray:
+    """(K, 8, 3) UDF gradients at the corners of K cells, each distinct node queried once."""
+    nodes, corner_index = np.unique(corner_nodes, return_inverse=True)
+    _, node_grads = query_values_and_gradients(udf, grid.node_positions(nodes), chunk_size, device, method, fd_step)
+    return node_grads.cpu().numpy()[corner_index.reshape(-1, 8)]
+
+
+def mesh_cells(
+    grid: Grid, values: np.ndarray, corner_nodes: np.ndarray, grads: np.ndarray, reject_ridges: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh K candidate cells at once: pseudo-signs, optional ridge test, one marching-cubes table lookup.
+
+    Args:
+        grid: the grid; ``values``: UDF at every node, shaped like the grid.
+        corner_nodes: (K, 8) corner node indices of the cells; ``grads``: (K, 8, 3) gradients there.
+        reject_ridges: drop crossings on ridge edges (``non_ridge_edges``).
+    """
+    signed, inside = pseudo_signed_values(values.ravel()[corner_nodes], grads)
+    return polygonise(grid, corner_nodes, signed, inside, non_ridge_edges(grads) if reject_ridges else None)
+
+
 def extract_mesh(
     udf: UDF,
     bounds: object,
@@ -128,18 +157,11 @@ def extract_mesh(
     """
     grid = Grid.from_bounds(as_bounds(bounds), resolution)
     voxel = float(grid.spacing.max())
-    level = threshold if threshold is not None else threshold_voxels * voxel
-    values = grid_values(udf, grid, chunk_size, device).ravel()
-    cells = candidate_cells(values.reshape(grid.shape), level)
+    values = grid_values(udf, grid, chunk_size, device)
+    cells = candidate_cells(values, threshold if threshold is not None else threshold_voxels * voxel)
     corner_nodes = grid.cell_corner_nodes(cells)
-    nodes, corner_index = np.unique(corner_nodes, return_inverse=True)
-    _, node_grads = query_values_and_gradients(
-        udf, grid.node_positions(nodes), chunk_size, device, gradient, fd_step_voxels * voxel
-    )
-    grads = node_grads.cpu().numpy()[corner_index.reshape(-1, 8)]  # (K, 8, 3)
-    signed, inside = pseudo_signed_values(values[corner_nodes], grads)
-    edge_ok = non_ridge_edges(grads) if reject_ridges else None
-    vertices, faces = polygonise(grid, corner_nodes, signed, inside, edge_ok)
+    grads = corner_gradients(udf, grid, corner_nodes, chunk_size, device, gradient, fd_step_voxels * voxel)
+    vertices, faces = mesh_cells(grid, values, corner_nodes, grads, reject_ridges)
     if max_vertex_udf is not None and len(faces):
         near = query_values(udf, vertices, chunk_size, device) <= max_vertex_udf
         vertices, faces = clean_mesh(vertices, faces[near[faces].all(axis=1)])
