@@ -163,8 +163,8 @@ def raw_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_real_datamodules_end_to_end(raw_roots: dict[str, Path]) -> None:
     cache = str(raw_roots["cache"])
     cases = [
-        (ScanNetDataModule(str(raw_roots["scannet"]), cache, batch_size=2, **REAL_SIZES), 20, 2, "scene0568_00"),
-        (Stanford2D3DSDataModule(str(raw_roots["stanford"]), cache, batch_size=2, **REAL_SIZES), 13, 2, "area_6/"),
+        (ScanNetDataModule(str(raw_roots["scannet"]), cache_dir=cache, batch_size=2, **REAL_SIZES), 20, 2, "scene0568_00"),
+        (Stanford2D3DSDataModule(str(raw_roots["stanford"]), cache_dir=cache, batch_size=2, **REAL_SIZES), 13, 2, "area_6/"),
         (SceneNNDataModule(str(raw_roots["scenenn"]), cache_dir=cache, batch_size=2, **REAL_SIZES), 20, 2, "011"),
     ]
     for dm, num_classes, train_scenes, test_scene in cases:
@@ -199,7 +199,7 @@ def test_real_datamodules_end_to_end(raw_roots: dict[str, Path]) -> None:
 def test_real_datamodule_skips_corrupt_scene(tmp_path: Path) -> None:
     write_scannet_root(tmp_path / "scannet")
     write_scannet_scene(tmp_path / "scannet", "scene0191_02", seed=9, corrupt="mesh")
-    dm = ScanNetDataModule(str(tmp_path / "scannet"), str(tmp_path / "cache"), **REAL_SIZES)
+    dm = ScanNetDataModule(str(tmp_path / "scannet"), cache_dir=str(tmp_path / "cache"), **REAL_SIZES)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         dm.prepare_data()
@@ -208,6 +208,6 @@ def test_real_datamodule_skips_corrupt_scene(tmp_path: Path) -> None:
     assert any("scene0191_02" in m and "skipping" in m for m in messages)
     assert any("skipped 1 of" in m for m in messages)
     assert sorted(Path(f).name.split("-")[0] for f in dm.datasets["train"].files) == ["scene0191_00", "scene0191_01"]
-    strict = ScanNetDataModule(str(tmp_path / "scannet"), str(tmp_path / "cache2"), skip_invalid=False, **REAL_SIZES)
+    strict = ScanNetDataModule(str(tmp_path / "scannet"), cache_dir=str(tmp_path / "cache2"), skip_invalid=False, **REAL_SIZES)
     with pytest.raises(ValueError, match="scene0191_02"):
         strict.prepare_data()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 _GROUPS = {  # batch-index key -> the per-item tensors it indexes
-    "point_batch": ("points", "point_labels"),
+    "point_batch": ("points", "point_labels", "encodings"),
     "query_batch": ("queries", "query_udf", "query_labels"),
     "eval_batch": ("eval_points", "eval_labels"),
 }
@@ -18,7 +18,8 @@ def collate_scenes(items: Sequence[dict]) -> dict:
 
     Returns ``points`` (ΣN,3), ``point_labels`` (ΣN,), ``point_batch`` (ΣN,) int64 (cloud index 0..B-1,
     sorted), ``queries`` (ΣM,3), ``query_udf`` (ΣM,), ``query_labels`` (ΣM,), ``query_batch`` (ΣM,),
-    ``scene`` list[str] and, when the items carry them, ``eval_points``, ``eval_labels``, ``eval_batch``.
+    ``scene`` list[str] and, when the items carry them, ``encodings`` (ΣN, d) and ``eval_points``,
+    ``eval_labels``, ``eval_batch``.
     """
     if not items:
         raise ValueError("cannot collate an empty list of scenes")
@@ -27,7 +28,8 @@ def collate_scenes(items: Sequence[dict]) -> dict:
         if keys[0] not in items[0]:
             continue
         for key in keys:
-            batch[key] = torch.cat([item[key] for item in items])
+            if key in items[0]:
+                batch[key] = torch.cat([item[key] for item in items])
         sizes = torch.tensor([len(item[keys[0]]) for item in items])
         batch[index_key] = torch.repeat_interleave(torch.arange(len(items), dtype=torch.int64), sizes)
     return batch

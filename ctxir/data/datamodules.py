@@ -30,7 +30,7 @@ from ctxir.data.preprocess import DEFAULT_SIGMAS, preprocess_scenes, preprocessi
 from ctxir.data.synthetic import SYNTHETIC_CLASSES, read_synthetic_room
 
 SPLITS = ("train", "val", "test")
-_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class SceneDataModule(L.LightningDataModule):
         skip_invalid: bool = True,
         preprocess_workers: int = 0,
         seed: int = 0,
+        encodings_dir: str | None = None,
+        predict_splits: tuple[str, ...] = ("test",),
     ) -> None:
         """Args:
         cache_dir: root of the preprocessed caches (one sub-folder per data set).
@@ -78,6 +80,10 @@ class SceneDataModule(L.LightningDataModule):
         skip_invalid: skip (with a warning) raw units that are corrupt or empty instead of failing.
         preprocess_workers: processes used by ``prepare_data`` (0 = in the main process).
         seed: preprocessing seed, also mixed into the per-item query sampling.
+        encodings_dir: folder of precomputed encodings (written by :class:`~ctxir.tasks.EncodingWriter`); when
+            set, items take their input points and E_g from there (tuning without the encoder).
+        predict_splits: splits iterated by ``predict`` (one dataloader each), e.g. all three to write the
+            encodings of every scene.
         """
         super().__init__()
         if len(sigmas) != len(ratios):
@@ -95,6 +101,11 @@ class SceneDataModule(L.LightningDataModule):
         self.skip_invalid = skip_invalid
         self.preprocess_workers = preprocess_workers
         self.seed = seed
+        self.encodings_dir = encodings_dir
+        unknown = set(predict_splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"predict_splits must be among {SPLITS}, got {sorted(unknown)}")
+        self.predict_splits = tuple(predict_splits)
         self.datasets: dict[str, SceneDataset] = {}
 
     drop_labels: bool = False
@@ -164,10 +175,13 @@ class SceneDataModule(L.LightningDataModule):
             with_eval_points=(split == "test") if with_eval_points is None else with_eval_points,
             drop_labels=self.drop_labels,
             seed=self.seed,
+            deterministic=split != "train",
+            encodings_dir=self.encodings_dir,
         )
 
     def setup(self, stage: str | None = None) -> None:
-        for split in _STAGE_SPLITS.get(stage, SPLITS) if stage else SPLITS:
+        splits = self.predict_splits if stage == "predict" else _STAGE_SPLITS.get(stage or "", SPLITS)
+        for split in splits:
             if split not in self.datasets:
                 self.datasets[split] = self.make_dataset(split)
 
@@ -192,8 +206,10 @@ class SceneDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per split of ``predict_splits`` (a single loader when there is one)."""
+        loaders = [self._loader(split, shuffle=False) for split in self.predict_splits]
+        return loaders[0] if len(loaders) == 1 else loaders
 
 
 # -- synthetic rooms ---------------------------------------------------------------------------------
@@ -208,31 +224,18 @@ class SyntheticRoomsDataModule(SceneDataModule):
     class_names = SYNTHETIC_CLASSES
 
     def __init__(
-        self,
-        num_train: int = 64,
-        num_val: int = 8,
-        num_test: int = 8,
-        generator_seed: int = 0,
-        cell_size: float = 0.25,
-        cache_dir: str = ".cache/ctxir",
-        batch_size: int = 4,
-        num_workers: int = 0,
-        num_points: int = 10240,
-        num_queries: int = 50000,
-        num_surface: int = 10240,
-        num_off_surface: int = 100000,
-        num_eval: int = 100000,
-        skip_invalid: bool = True,
-        preprocess_workers: int = 0,
-        seed: int = 0,
+        self, num_train: int = 64, num_val: int = 8, num_test: int = 8, generator_seed: int = 0,
+        cell_size: float = 0.25, **kwargs: Any,
     ) -> None:
-        """Args: ``num_train``/``num_val``/``num_test`` rooms per split, ``generator_seed`` and ``cell_size``
-        of :func:`~ctxir.data.synthetic.generate_room`; the rest as in :class:`SceneDataModule`."""
-        super().__init__(
-            cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
-            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
-            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
-        )
+        """Args:
+        num_train: rooms in the train split.
+        num_val: rooms in the val split.
+        num_test: rooms in the test split.
+        generator_seed: seed of :func:`~ctxir.data.synthetic.generate_room` (room ``i`` of a split is fixed).
+        cell_size: mesh resolution of the generated rooms (m).
+        **kwargs: the pipeline settings of :class:`SceneDataModule`.
+        """
+        super().__init__(**kwargs)
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.generator_seed = generator_seed
         self.cell_size = cell_size
@@ -269,8 +272,12 @@ class _RealDataModule(SceneDataModule):
 
     reader: str = ""
 
-    def __init__(self, root: str, cache_dir: str = ".cache/ctxir", **kwargs: Any) -> None:
-        super().__init__(cache_dir=cache_dir, **kwargs)
+    def __init__(self, root: str, **kwargs: Any) -> None:
+        """Args:
+        root: the data set's root folder (layout: see the reader module).
+        **kwargs: the pipeline settings of :class:`SceneDataModule`.
+        """
+        super().__init__(**kwargs)
         self.root = root
         names = self._class_names()
         self.class_names = tuple(names)
@@ -283,68 +290,31 @@ class _RealDataModule(SceneDataModule):
         return [_real_source(self.reader, self.root, self.reader)]
 
 
-_COMMON_DOC = """
-
-    Args:
-        root: the data set's root folder (layout: see the reader module).
-        cache_dir, batch_size, num_workers, num_points, num_queries, num_surface, num_off_surface, num_eval,
-        skip_invalid, preprocess_workers, seed: see :class:`SceneDataModule`.
-    """
-
-
 class ScanNetDataModule(_RealDataModule):
-    """ScanNet v2 (20 benchmark classes); official train/val lists, test = val.""" + _COMMON_DOC
+    """ScanNet v2 (20 benchmark classes); official train/val lists, test = val."""
 
     reader = "scannet"
 
-    def __init__(
-        self, root: str, cache_dir: str = ".cache/ctxir", batch_size: int = 4, num_workers: int = 0,
-        num_points: int = 10240, num_queries: int = 50000, num_surface: int = 10240, num_off_surface: int = 100000,
-        num_eval: int = 100000, skip_invalid: bool = True, preprocess_workers: int = 0, seed: int = 0,
-    ) -> None:
-        super().__init__(
-            root, cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
-            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
-            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
-        )
-
 
 class Stanford2D3DSDataModule(_RealDataModule):
-    """2D-3D-S (13 classes), one scene per room; Areas 1-4 train, Area 6 val/test.""" + _COMMON_DOC
+    """2D-3D-S (13 classes), one scene per room; Areas 1-4 train, Area 6 val/test."""
 
     reader = "stanford"
 
-    def __init__(
-        self, root: str, cache_dir: str = ".cache/ctxir", batch_size: int = 4, num_workers: int = 0,
-        num_points: int = 10240, num_queries: int = 50000, num_surface: int = 10240, num_off_surface: int = 100000,
-        num_eval: int = 100000, skip_invalid: bool = True, preprocess_workers: int = 0, seed: int = 0,
-    ) -> None:
-        super().__init__(
-            root, cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
-            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
-            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
-        )
-
 
 class SceneNNDataModule(_RealDataModule):
-    """SceneNN (nyu40 version); ``classes`` picks the class set of the reader (default: ScanNet's 20).
-
-    The test split is the 20-scene list (val = test).""" + _COMMON_DOC
+    """SceneNN (nyu40 version); the test split is the 20-scene list (val = test)."""
 
     reader = "scenenn"
 
-    def __init__(
-        self, root: str, classes: str = "scannet20", cache_dir: str = ".cache/ctxir", batch_size: int = 4,
-        num_workers: int = 0, num_points: int = 10240, num_queries: int = 50000, num_surface: int = 10240,
-        num_off_surface: int = 100000, num_eval: int = 100000, skip_invalid: bool = True,
-        preprocess_workers: int = 0, seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str, classes: str = "scannet20", **kwargs: Any) -> None:
+        """Args:
+        root: the data set's root folder (layout: see :mod:`ctxir.data.scenenn`).
+        classes: the reader's class set: ``"scannet20"`` (the paper's) or ``"rangeudf11"``.
+        **kwargs: the pipeline settings of :class:`SceneDataModule`.
+        """
         self.classes = classes
-        super().__init__(
-            root, cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
-            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
-            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
-        )
+        super().__init__(root, **kwargs)
 
     def _class_names(self) -> tuple[str, ...]:
         return tuple(_reader("scenenn").class_names(self.classes))
@@ -367,16 +337,15 @@ class TriadDataModule(SceneDataModule):
 
     def __init__(
         self, scannet_root: str | None = None, stanford_root: str | None = None, scenenn_root: str | None = None,
-        cache_dir: str = ".cache/ctxir", batch_size: int = 4, num_workers: int = 0, num_points: int = 10240,
-        num_queries: int = 50000, num_surface: int = 10240, num_off_surface: int = 100000, num_eval: int = 100000,
-        skip_invalid: bool = True, preprocess_workers: int = 0, seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        """Args: the three data-set roots; the rest as in :class:`SceneDataModule`."""
-        super().__init__(
-            cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, num_points=num_points,
-            num_queries=num_queries, num_surface=num_surface, num_off_surface=num_off_surface, num_eval=num_eval,
-            skip_invalid=skip_invalid, preprocess_workers=preprocess_workers, seed=seed,
-        )
+        """Args:
+        scannet_root: ScanNet's root folder, or ``None`` to leave it out.
+        stanford_root: 2D-3D-S's root folder, or ``None``.
+        scenenn_root: SceneNN's root folder, or ``None``.
+        **kwargs: the pipeline settings of :class:`SceneDataModule`.
+        """
+        super().__init__(**kwargs)
         self.roots = {"scannet": scannet_root, "stanford": stanford_root, "scenenn": scenenn_root}
         if not any(self.roots.values()):
             raise ValueError("TriadDataModule needs at least one of scannet_root, stanford_root, scenenn_root")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ctxir.data.cache import read_scene_cache
+from ctxir.data.cache import read_scene_cache, safe_name
 from ctxir.data.mesh import IGNORE_LABEL
 
 DEFAULT_RATIOS: tuple[float, ...] = (0.01, 0.49, 0.5)
@@ -31,13 +31,24 @@ def query_counts(num_queries: int, ratios: Sequence[float]) -> np.ndarray:
     return counts
 
 
+def encodings_path(encodings_dir: str | os.PathLike, scene: str) -> Path:
+    """Where the precomputed encodings of ``scene`` live."""
+    return Path(encodings_dir) / f"{safe_name(scene)}.npz"
+
+
 class SceneDataset(Dataset):
     """Items from per-scene cache files (see :mod:`ctxir.data.cache`).
 
     Each ``__getitem__`` draws new queries: ``query_counts(num_queries, ratios)`` from the σ pools, with
     replacement, and a random subset of ``num_points`` surface points when the cache holds more. The random
     generator is seeded from torch's global generator (plus ``seed``), which PyTorch re-seeds per epoch and
-    per DataLoader worker and Lightning's ``seed_everything`` makes reproducible.
+    per DataLoader worker and Lightning's ``seed_everything`` makes reproducible. With ``deterministic``
+    (validation and test) it is seeded from ``seed`` and the item index instead: every epoch, every DDP rank
+    and every run sees the same points and queries of a scene, so metrics are comparable.
+
+    With ``encodings_dir``, the input points come from ``<encodings_dir>/<scene>.npz`` (written by
+    :class:`~ctxir.tasks.EncodingWriter`) together with their precomputed encodings, item key ``encodings``
+    (N, d) float32; queries are still drawn from the scene cache.
 
     Item keys: ``points`` (N,3) float32, ``point_labels`` (N,) int64, ``queries`` (M,3) float32,
     ``query_udf`` (M,) float32, ``query_labels`` (M,) int64, ``scene`` str and, with ``with_eval_points``,
@@ -54,6 +65,8 @@ class SceneDataset(Dataset):
         with_eval_points: bool = False,
         drop_labels: bool = False,
         seed: int = 0,
+        deterministic: bool = False,
+        encodings_dir: str | os.PathLike | None = None,
     ) -> None:
         self.files = [Path(path) for path in files]
         self.num_points = int(num_points)
@@ -63,11 +76,15 @@ class SceneDataset(Dataset):
         self.with_eval_points = with_eval_points
         self.drop_labels = drop_labels
         self.seed = int(seed)
+        self.deterministic = deterministic
+        self.encodings_dir = None if encodings_dir is None else Path(encodings_dir)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _rng(self) -> np.random.Generator:
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.deterministic:
+            return np.random.default_rng([self.seed, index])
         draw = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         return np.random.default_rng([self.seed, draw])
 
@@ -78,7 +95,7 @@ class SceneDataset(Dataset):
         if self.with_eval_points:
             keys += ["eval_points", "eval_labels"]
         data = read_scene_cache(path, tuple(keys))
-        rng = self._rng()
+        rng = self._rng(index)
         available = len(data["surface_points"])
         if available < self.num_points:
             raise ValueError(f"{path}: holds {available} surface points, fewer than num_points={self.num_points}")
@@ -96,10 +113,27 @@ class SceneDataset(Dataset):
             "query_labels": self._labels(np.concatenate([data[f"off_labels_{i}"][p] for i, p in enumerate(picks)])),
             "scene": str(data["scene_name"]),
         }
+        if self.encodings_dir is not None:
+            item.update(self._encodings(item["scene"]))
         if self.with_eval_points:
             item["eval_points"] = torch.from_numpy(data["eval_points"].astype(np.float32))
             item["eval_labels"] = self._labels(data["eval_labels"])
         return item
+
+    def _encodings(self, scene: str) -> dict[str, torch.Tensor]:
+        assert self.encodings_dir is not None
+        path = encodings_path(self.encodings_dir, scene)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no encodings for scene {scene!r} (write them with EncodingWriter)")
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"points", "point_labels", "encodings"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path}: not an encodings file (missing {sorted(missing)})")
+            return {
+                "points": torch.from_numpy(data["points"].astype(np.float32)),
+                "point_labels": self._labels(data["point_labels"]),
+                "encodings": torch.from_numpy(data["encodings"].astype(np.float32)),
+            }
 
     def _labels(self, labels: np.ndarray) -> torch.Tensor:
         if self.drop_labels:

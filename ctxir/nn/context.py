@@ -13,10 +13,12 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ctxir.nn.config import Configurable
+
 from ctxir.nn.point_transformer import PointTransformerUNet
 
 
-class ContextModule(nn.Module):
+class ContextModule(Configurable, nn.Module):
     """f_ctx: per-point context features from the encodings of the whole cloud.
 
     Args:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ctxir.nn.config import Configurable
+
 from ctxir.nn.ops import gather_rows, knn
 
 
@@ -66,7 +68,7 @@ def _check_inputs(points: Tensor, features: Tensor, channels: int) -> None:
         raise ValueError(f"expected features of shape ({points.shape[0]}, {channels}), got {tuple(features.shape)}")
 
 
-class UDFDecoder(nn.Module):
+class UDFDecoder(Configurable, nn.Module):
     """Unsigned distance of each query from the encodings of its K nearest input points.
 
     Args:
@@ -117,7 +119,7 @@ class UDFDecoder(nn.Module):
         return torch.relu(self.out(hidden)).squeeze(-1)
 
 
-class SemanticDecoder(nn.Module):
+class SemanticDecoder(Configurable, nn.Module):
     """Class logits of each query from its K nearest input points' encodings and positions only.
 
     The query position is deliberately not an input: two queries with the same K neighbours get the same

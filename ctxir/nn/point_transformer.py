@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ctxir.nn.config import Configurable
+
 from ctxir.nn.ops import batch_to_ptr, farthest_point_sampling, gather_rows, interpolate_knn, knn
 
 
@@ -169,7 +171,7 @@ def build_pyramid(
     return levels
 
 
-class PointTransformerUNet(nn.Module):
+class PointTransformerUNet(Configurable, nn.Module):
     """Point Transformer segmentation U-Net: per-point features in, per-point features out.
 
     Args:

@@ -1,1 +1,15 @@
 """LightningModules: geometry pre-training, frozen tuning and contextualised tuning."""
+
+from ctxir.tasks.checkpoint import CheckpointMismatchError
+from ctxir.tasks.encodings import EncodingWriter
+from ctxir.tasks.reconstructor import UDFReconstructor
+from ctxir.tasks.tuners import ContextualisedTuner, FrozenSemanticTuner, SemanticTuner
+
+__all__ = [
+    "CheckpointMismatchError",
+    "ContextualisedTuner",
+    "EncodingWriter",
+    "FrozenSemanticTuner",
+    "SemanticTuner",
+    "UDFReconstructor",
+]

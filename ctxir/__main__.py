@@ -1,0 +1,5 @@
+"""``python -m ctxir`` = the ``ctxir`` command."""
+
+from ctxir.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""Reading checkpoints and restoring sub-modules from them, strictly and with errors that say what differs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint's weights do not fit the module they are loaded into."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint as a dict (``state_dict``, ``hyper_parameters``, ...), loaded on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unreadable or truncated file
+        raise CheckpointMismatchError(f"{path}: not a readable checkpoint ({error})") from error
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise CheckpointMismatchError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    return dict(checkpoint)
+
+
+def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix.``, with the prefix removed."""
+    head = prefix + "."
+    return {key[len(head) :]: value for key, value in state.items() if key.startswith(head)}
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped key is an error naming them all."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in sorted(set(own) & set(state))
+        if state[key].shape != own[key].shape
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"{where}: the checkpoint does not match the {type(module).__name__} architecture"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else ""))
+        if unexpected:
+            lines.append(
+                f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:12]) + (" ..." if len(unexpected) > 12 else "")
+            )
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}):\n    " + "\n    ".join(shapes[:12]))
+        raise CheckpointMismatchError("\n".join(lines))
+    module.load_state_dict(state, strict=True)
