@@ -15,6 +15,8 @@ import numpy as np
 
 from ctxir.eval.figures import check_labels, class_colors, label_colors
 
+_COLOR_FIELDS = [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+
 
 def export_labelled_mesh(
     path: str | Path,
@@ -65,7 +67,7 @@ def export_labelled_mesh(
     vertex_labels = vertex_labels_from_faces(faces, face_labels, len(vertices))
     vertex_data = np.empty(
         len(vertices),
-        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("label", "<i4")],
+        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), *_COLOR_FIELDS, ("label", "<i4")],
     )
     for axis, name in enumerate("xyz"):
         vertex_data[name] = vertices[:, axis]
@@ -74,7 +76,7 @@ def export_labelled_mesh(
 
     face_data = np.empty(
         len(faces),
-        dtype=[("vertex_indices", "<i4", (3,)), ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("label", "<i4")],
+        dtype=[("vertex_indices", "<i4", (3,)), *_COLOR_FIELDS, ("label", "<i4")],
     )
     face_data["vertex_indices"] = faces
     _set_colors(face_data, label_colors(face_labels, palette))
@@ -168,7 +170,9 @@ def _check_faces(faces: np.ndarray, num_vertices: int, where: str) -> None:
     if not np.issubdtype(faces.dtype, np.integer):
         raise ValueError(f"{where}: faces must hold integer indices, got dtype {faces.dtype}")
     if len(faces) and (faces.min() < 0 or faces.max() >= num_vertices):
-        raise ValueError(f"{where}: face indices span [{faces.min()}, {faces.max()}] but there are {num_vertices} vertices")
+        raise ValueError(
+            f"{where}: face indices span [{faces.min()}, {faces.max()}] but there are {num_vertices} vertices"
+        )
 
 
 def _palette(
