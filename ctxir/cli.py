@@ -20,9 +20,9 @@ import ctxir.tasks  # noqa: F401
 from ctxir import __version__
 
 
-def main(args: ArgsType = None) -> None:
-    """Run the CLI with ``args`` (``None``: the command line)."""
-    LightningCLI(
+def cli(args: ArgsType = None, run: bool = True) -> LightningCLI:
+    """Build (and with ``run`` execute) the CLI; returns it, so callers can read ``cli.trainer``/``cli.model``."""
+    return LightningCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
         subclass_mode_model=True,
@@ -31,7 +31,13 @@ def main(args: ArgsType = None) -> None:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"version": f"ctxir {__version__}"},
         args=args,
+        run=run,
     )
+
+
+def main(args: ArgsType = None) -> None:
+    """The console script: run the CLI with ``args`` (``None``: the command line)."""
+    cli(args)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_backend(None, cpu) == "cdist"
     assert resolve_backend("kdtree", cpu) == "kdtree"  # argument beats the environment
     monkeypatch.delenv(BACKEND_ENV)
-    assert resolve_backend(None, cpu) in {"cluster", "kdtree"}
+    assert resolve_backend(None, cpu) == "kdtree"
     with pytest.raises(ValueError, match="unknown kNN backend"):
         resolve_backend("faiss", cpu)
     with pytest.raises(ValueError, match="only handles CPU"):

@@ -1,4 +1,4 @@
-"""What every task shares: batch layout, the optimiser, and the validation metrics.
+"""What every task shares: batch layout, the optimiser, the validation metrics and the test protocol.
 
 Validation logs (all synchronised across DDP ranks by torchmetrics):
 
@@ -6,6 +6,12 @@ Validation logs (all synchronised across DDP ranks by torchmetrics):
   the loss's clamp (0.1), where the UDF is meaningful;
 * ``val/miou`` — ``MulticlassJaccardIndex`` of the query points' labels (macro, label −1 ignored);
 * ``val/f1`` and ``val/f1/<class>`` — ``MulticlassF1Score`` of the query points, macro and per class.
+
+Test (the paper's protocol, SPEC §4): per scene the surface is extracted from the UDF
+(:func:`~ctxir.eval.extract_mesh`), ``test_num_points`` points are sampled on it, labelled by the semantic
+decoder where the task has one, and scored against the scene's GT evaluation points: ``test/cd_l1``,
+``test/cd_l2``, ``test/f1``, ``test/f1_2delta`` and ``test/miou``, ``test/mf1``, ``test/mf1_2delta``
+(raw values; :func:`paper_row` formats them as the paper's Table 1).
 """
 
 from __future__ import annotations
@@ -20,8 +26,21 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardIndex
 
 from ctxir.data.mesh import IGNORE_LABEL
+from ctxir.eval import ReconstructionMetrics, SemanticMetrics, extract_mesh
+from ctxir.eval.sampling import sample_mesh_surface
 
 Batch = dict[str, Any]
+TEST_BOUNDS = ((-0.55, -0.55, -0.55), (0.55, 0.55, 0.55))
+"""Extraction grid: the unit cube of the normalised scenes plus a margin, so surfaces on its faces are kept."""
+
+
+def paper_row(metrics: dict[str, float]) -> str:
+    """Table 1's columns: CD-L1 ×10², CD-L2 ×10⁴, F1-δ, F1-2δ, then mF1-δ, mF1-2δ, mIoU where present."""
+    cells = [f"CD-L1 {metrics['cd_l1'] * 1e2:.3f}", f"CD-L2 {metrics['cd_l2'] * 1e4:.3f}",
+             f"F1-δ {metrics['f1']:.3f}", f"F1-2δ {metrics['f1_2delta']:.3f}"]
+    if "miou" in metrics:
+        cells += [f"mF1-δ {metrics['mf1']:.3f}", f"mF1-2δ {metrics['mf1_2delta']:.3f}", f"mIoU {metrics['miou']:.3f}"]
+    return " | ".join(cells)
 
 
 def num_clouds(batch: Batch) -> int:
@@ -35,11 +54,23 @@ class SceneTask(L.LightningModule):
     monitor: str = "val/loss"
     monitor_mode: str = "min"
 
-    def __init__(self, lr: float, clamp: float, num_classes: int, class_names: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        lr: float,
+        clamp: float,
+        num_classes: int,
+        class_names: Sequence[str] | None,
+        test_resolution: int,
+        test_num_points: int,
+    ) -> None:
         super().__init__()
         if class_names is not None and num_classes and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.lr, self.clamp, self.num_classes = lr, clamp, num_classes
+        self.test_resolution, self.test_num_points = test_resolution, test_num_points
+        self.test_reconstruction = ReconstructionMetrics()
+        self.test_semantics = SemanticMetrics(num_classes) if num_classes else None
+        self.test_rows: list[str] = []
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.val_udf_mae = MeanMetric()
         if num_classes:
@@ -92,3 +123,50 @@ class SceneTask(L.LightningModule):
                 f"{stage}/{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=batch_size,
                 prog_bar=name == "loss", sync_dist=not on_step,
             )
+
+    # -- test: the paper's protocol -----------------------------------------------------------------------
+    def scene_fields(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """E_g (read by the UDF decoder) and the semantic decoder's features (``None`` without one)."""
+        raise NotImplementedError
+
+    def surface_points(self, batch: Batch, encodings: Tensor, scene: int) -> Tensor:
+        """Extract scene ``scene``'s surface from the UDF and sample ``test_num_points`` points on it."""
+        rows = batch["point_batch"] == scene
+        points, codes = batch["points"][rows], encodings[rows]
+
+        def udf(queries: Tensor) -> Tensor:
+            return self.udf_decoder(points, codes, queries)
+
+        vertices, faces = extract_mesh(udf, TEST_BOUNDS, self.test_resolution, device=points.device)
+        if len(faces) == 0:
+            return points.new_zeros(0, 3)
+        samples, _ = sample_mesh_surface(vertices, faces, self.test_num_points, seed=scene)
+        return torch.from_numpy(samples).to(points.device)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        if "eval_points" not in batch:
+            raise RuntimeError("test batches need eval_points (GT surface samples): use the DataModule's test split")
+        with torch.inference_mode(False), torch.no_grad():  # extraction differentiates the UDF by autograd
+            encodings, features = self.scene_fields(batch)
+            for scene in range(num_clouds(batch)):
+                pred = self.surface_points(batch, encodings, scene)
+                gt_rows = batch["eval_batch"] == scene
+                gt_points, gt_labels = batch["eval_points"][gt_rows], batch["eval_labels"][gt_rows]
+                self.test_reconstruction.update(pred, gt_points)
+                if self.test_semantics is not None and features is not None:
+                    rows = batch["point_batch"] == scene
+                    logits = self.semantic_decoder(batch["points"][rows], features[rows], pred)
+                    self.test_semantics.update(pred, logits.argmax(1), gt_points, gt_labels)
+
+    def on_test_epoch_end(self) -> None:
+        metrics = {k: float(v) for k, v in self.test_reconstruction.compute().items()}
+        if self.test_semantics is not None and self.test_semantics.update_called:
+            metrics.update({k: float(v) for k, v in self.test_semantics.compute().items()})
+        self.log_dict({f"test/{k}": v for k, v in metrics.items()}, sync_dist=False)
+        row = paper_row(metrics)
+        self.test_rows.append(row)
+        if self.trainer.is_global_zero:
+            print(f"\n{type(self).__name__} test ({int(self.test_reconstruction.num_scenes)} scenes): {row}")
+        self.test_reconstruction.reset()
+        if self.test_semantics is not None:
+            self.test_semantics.reset()

@@ -34,13 +34,17 @@ def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, 
     return {key[len(head) :]: value for key, value in state.items() if key.startswith(head)}
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped key is an error naming them all."""
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str, prefix: str = "") -> None:
+    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped key is an error naming them all.
+
+    ``prefix`` (e.g. ``"encoder"``) is put before the keys in the message, so they read as in the checkpoint.
+    """
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    head = f"{prefix}." if prefix else ""
+    missing = sorted(head + key for key in set(own) - set(state))
+    unexpected = sorted(head + key for key in set(state) - set(own))
     shapes = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        f"{head}{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
         for key in sorted(set(own) & set(state))
         if state[key].shape != own[key].shape
     ]

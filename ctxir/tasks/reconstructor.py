@@ -30,6 +30,8 @@ class UDFReconstructor(SceneTask):
         clamp: distance clamp of the loss (NDF: 0.1).
         surface_weight: weight of the input points' own distance (target 0) in the loss (RangeUDF: 0.1).
         class_names: names of the semantic classes (for per-class logging).
+        test_resolution: extraction grid nodes per axis at test time.
+        test_num_points: points sampled on the extracted surface at test time (paper: 100,000).
 
     ``encoder``/``udf_decoder``/``semantic_decoder`` may also be ``{"class_path", "init_args"}`` mappings (how
     they are stored in checkpoints, and how LightningCLI configs write them).
@@ -44,11 +46,13 @@ class UDFReconstructor(SceneTask):
         clamp: float = 0.1,
         surface_weight: float = 0.1,
         class_names: Sequence[str] | None = None,
+        test_resolution: int = 256,
+        test_num_points: int = 100000,
     ) -> None:
         encoder, udf_decoder = build_module(encoder), build_module(udf_decoder)
         semantic_decoder = None if semantic_decoder is None else build_module(semantic_decoder)
         num_classes = getattr(semantic_decoder, "num_classes", 0)
-        super().__init__(lr, clamp, num_classes, class_names)
+        super().__init__(lr, clamp, num_classes, class_names, test_resolution, test_num_points)
         self.save_hyperparameters(ignore=["encoder", "udf_decoder", "semantic_decoder"])
         self.hparams["encoder"] = module_spec(encoder)
         self.hparams["udf_decoder"] = module_spec(udf_decoder)
@@ -106,6 +110,10 @@ class UDFReconstructor(SceneTask):
         self.update_udf_metrics(out["udf"], batch["query_udf"])
         if "logits" in out:
             self.update_semantic_metrics(out["logits"], batch["query_labels"])
+
+    def scene_fields(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        encodings = self.encode(batch)
+        return encodings, encodings if self.semantic_decoder is not None else None
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Input points and their encodings E_g (what :class:`~ctxir.tasks.EncodingWriter` stores)."""

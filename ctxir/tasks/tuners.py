@@ -38,9 +38,11 @@ class SemanticTuner(SceneTask):
         lr: float,
         clamp: float,
         class_names: Sequence[str] | None,
+        test_resolution: int,
+        test_num_points: int,
     ) -> None:
         semantic_decoder = build_module(semantic_decoder)
-        super().__init__(lr, clamp, semantic_decoder.num_classes, class_names)
+        super().__init__(lr, clamp, semantic_decoder.num_classes, class_names, test_resolution, test_num_points)
         if udf_decoder is None:  # first construction: architecture and weights from the reconstructor
             if reconstructor_ckpt is None:
                 raise ValueError("give reconstructor_ckpt (a UDFReconstructor checkpoint) to restore from")
@@ -67,12 +69,12 @@ class SemanticTuner(SceneTask):
         if not hparams.get("udf_decoder"):
             raise ValueError(f"{path}: not a UDFReconstructor checkpoint (no udf_decoder in its hyper-parameters)")
         udf_decoder = build_module(hparams["udf_decoder"])
-        load_strict(udf_decoder, sub_state_dict(state, "udf_decoder"), f"{path} (udf_decoder)")
+        load_strict(udf_decoder, sub_state_dict(state, "udf_decoder"), str(path), "udf_decoder")
         encoder_state = sub_state_dict(state, "encoder")
         encoder = None
         if encoder_state:  # absent: encodings are read from disk instead
             encoder = build_module(hparams["encoder"])
-            load_strict(encoder, encoder_state, f"{path} (encoder)")
+            load_strict(encoder, encoder_state, str(path), "encoder")
         return encoder, udf_decoder
 
     def frozen_modules(self) -> list[nn.Module]:
@@ -104,6 +106,10 @@ class SemanticTuner(SceneTask):
     def semantic_features(self, batch: Batch, encodings: Tensor) -> Tensor:
         """The per-point features the semantic decoder reads."""
         raise NotImplementedError
+
+    def scene_fields(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        encodings = self.geometric_encodings(batch)
+        return encodings, self.semantic_features(batch, encodings)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         points, pb = batch["points"], batch["point_batch"]
@@ -142,6 +148,8 @@ class FrozenSemanticTuner(SemanticTuner):
         lr: Adam learning rate.
         clamp: distance clamp of the logged UDF error.
         class_names: names of the classes (per-class logging).
+        test_resolution: extraction grid nodes per axis at test time.
+        test_num_points: points sampled on the extracted surface at test time (paper: 100,000).
         encoder, udf_decoder: architecture specs; filled in from the reconstructor and stored in this task's
             checkpoints (leave unset).
     """
@@ -154,11 +162,13 @@ class FrozenSemanticTuner(SemanticTuner):
         lr: float = 1e-3,
         clamp: float = 0.1,
         class_names: Sequence[str] | None = None,
+        test_resolution: int = 256,
+        test_num_points: int = 100000,
         encoder: Mapping[str, Any] | None = None,
         udf_decoder: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(semantic_decoder, reconstructor_ckpt, encoder, udf_decoder, freeze_encoder, lr, clamp,
-                         class_names)
+                         class_names, test_resolution, test_num_points)
 
     def semantic_features(self, batch: Batch, encodings: Tensor) -> Tensor:
         return encodings
@@ -174,6 +184,8 @@ class ContextualisedTuner(SemanticTuner):
         lr: Adam learning rate.
         clamp: distance clamp of the logged UDF error.
         class_names: names of the classes (per-class logging).
+        test_resolution: extraction grid nodes per axis at test time.
+        test_num_points: points sampled on the extracted surface at test time (paper: 100,000).
         encoder, udf_decoder: architecture specs; filled in from the reconstructor and stored in this task's
             checkpoints (leave unset).
     """
@@ -186,10 +198,13 @@ class ContextualisedTuner(SemanticTuner):
         lr: float = 1e-3,
         clamp: float = 0.1,
         class_names: Sequence[str] | None = None,
+        test_resolution: int = 256,
+        test_num_points: int = 100000,
         encoder: Mapping[str, Any] | None = None,
         udf_decoder: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(semantic_decoder, reconstructor_ckpt, encoder, udf_decoder, True, lr, clamp, class_names)
+        super().__init__(semantic_decoder, reconstructor_ckpt, encoder, udf_decoder, True, lr, clamp, class_names,
+                         test_resolution, test_num_points)
         self.context_module = build_module(context_module)
         self.hparams["context_module"] = module_spec(self.context_module)
         expected = self.context_module.in_channels + self.context_module.out_channels
