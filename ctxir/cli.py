@@ -10,6 +10,8 @@ DataModule, network and callback modules are imported here.
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
@@ -21,7 +23,26 @@ from ctxir import __version__
 
 
 def cli(args: ArgsType = None, run: bool = True) -> LightningCLI:
-    """Build (and with ``run`` execute) the CLI; returns it, so callers can read ``cli.trainer``/``cli.model``."""
+    """Build (and with ``run`` execute) the CLI; returns it, so callers can read ``cli.trainer``/``cli.model``.
+
+    A run closes its W&B run when it ends (also on error), so several runs in one process (a notebook, the
+    reproduction script, tests) each log to their own W&B run instead of the first one's.
+    """
+    try:
+        return _build(args, run)
+    finally:
+        if run:
+            finish_wandb()
+
+
+def finish_wandb() -> None:
+    """Finish the active W&B run, if any (a no-op when wandb was never imported)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def _build(args: ArgsType, run: bool) -> LightningCLI:
     return LightningCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,

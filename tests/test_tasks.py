@@ -20,6 +20,7 @@ from ctxir.tasks import (
     EncodingWriter,
     FrozenSemanticTuner,
     UDFReconstructor,
+    strip_encoder,
 )
 from ctxir.tasks.base import TEST_BOUNDS
 
@@ -82,6 +83,21 @@ def test_geometry_loss_goes_down(datamodule: SyntheticRoomsDataModule) -> None:
     model.log = lambda *a, **k: None  # no trainer attached
     losses = overfit(model, batch_of(datamodule), 25)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_geometry_loss_has_a_gradient_when_every_distance_is_predicted_below_zero(
+    datamodule: SyntheticRoomsDataModule,
+) -> None:
+    torch.manual_seed(0)
+    model = UDFReconstructor(small_encoder(), UDFDecoder(32))
+    model.log = lambda *a, **k: None
+    with torch.no_grad():
+        model.udf_decoder.out.bias.fill_(-100.0)  # the final ReLU outputs 0 everywhere
+    batch = batch_of(datamodule)
+    model.train()
+    assert bool((model(batch)["udf"] == 0).all())
+    model.training_step(batch, 0).backward()
+    assert float(model.udf_decoder.out.bias.grad) < 0  # pushed up, out of the dead zone
 
 
 def test_joint_baseline_learns_uncertainty_weights(datamodule: SyntheticRoomsDataModule) -> None:
@@ -186,10 +202,8 @@ def test_tuning_from_stored_encodings_without_the_encoder(
     trainer(tmp_path, callbacks=[EncodingWriter(str(out))]).predict(reconstructor, writer_dm, return_predictions=False)
     assert len(list(out.glob("*.npz"))) == 7
     # 2. a checkpoint with the encoder deleted
-    checkpoint = torch.load(geometry_ckpt, weights_only=False)
-    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
-    headless = tmp_path / "no_encoder.ckpt"
-    torch.save(checkpoint, headless)
+    headless = strip_encoder(geometry_ckpt, tmp_path / "no_encoder.ckpt")
+    assert not any(k.startswith("encoder.") for k in torch.load(headless, weights_only=True)["state_dict"])
     encoded_dm = SyntheticRoomsDataModule(num_train=4, num_val=2, num_test=1, batch_size=2,
                                           cache_dir=datamodule.cache_dir, encodings_dir=str(out), **SIZES)
     encoded_dm.setup("fit")

@@ -102,10 +102,13 @@ class UDFDecoder(Configurable, nn.Module):
         point_batch: Tensor | None = None,
         query_batch: Tensor | None = None,
         neighbours: Tensor | None = None,
+        rectify: bool = True,
     ) -> Tensor:
         """Distances ``(M,)`` ≥ 0 of ``queries`` (M, 3) given ``points`` (N, 3) and ``features`` (N, d).
 
         ``neighbours`` (M, k) may be passed to reuse a search shared with the semantic decoder.
+        ``rectify=False`` returns the value before the final ReLU (may be negative), which the training loss
+        reads so that queries predicted below zero still get a gradient.
         """
         _check_inputs(points, features, self.feature_channels)
         if neighbours is None:
@@ -116,7 +119,8 @@ class UDFDecoder(Configurable, nn.Module):
         geometry = torch.cat([offset.norm(dim=-1, keepdim=True), offset, q, p], dim=-1)
         pooled = self.pool(torch.cat([self.geometry(geometry), gather_rows(features, neighbours)], dim=-1))
         hidden = self.mlp(torch.cat([pooled, queries], dim=-1))
-        return torch.relu(self.out(hidden)).squeeze(-1)
+        distance = self.out(hidden).squeeze(-1)
+        return torch.relu(distance) if rectify else distance
 
 
 class SemanticDecoder(Configurable, nn.Module):

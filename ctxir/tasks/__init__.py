@@ -1,6 +1,6 @@
 """LightningModules: geometry pre-training, frozen tuning and contextualised tuning."""
 
-from ctxir.tasks.checkpoint import CheckpointMismatchError
+from ctxir.tasks.checkpoint import CheckpointMismatchError, strip_encoder
 from ctxir.tasks.encodings import EncodingWriter
 from ctxir.tasks.reconstructor import UDFReconstructor
 from ctxir.tasks.tuners import ContextualisedTuner, FrozenSemanticTuner, SemanticTuner
@@ -12,4 +12,5 @@ __all__ = [
     "FrozenSemanticTuner",
     "SemanticTuner",
     "UDFReconstructor",
+    "strip_encoder",
 ]

@@ -60,3 +60,20 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str
             lines.append(f"  shape mismatches ({len(shapes)}):\n    " + "\n    ".join(shapes[:12]))
         raise CheckpointMismatchError("\n".join(lines))
     module.load_state_dict(state, strict=True)
+
+
+def strip_encoder(source: str | Path, target: str | Path) -> Path:
+    """Copy a :class:`~ctxir.tasks.UDFReconstructor` checkpoint without its encoder weights.
+
+    What a tuner needs when the scenes' encodings were written to disk (:class:`~ctxir.tasks.EncodingWriter`):
+    the UDF decoder and the architecture specs, but neither the encoder nor the training data. Written under a
+    temporary name and renamed.
+    """
+    checkpoint = read_checkpoint(source)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(target)
+    return target

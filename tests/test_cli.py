@@ -1,0 +1,132 @@
+"""The ``ctxir`` command: every shipped config parses, the synthetic ones run end to end (geometry → joint /
+frozen / context → test) on tiny rooms, DDP over 3 CPU processes syncs its metrics, and a crashed fit resumes
+to the same number of steps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctxir.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+SYNTHETIC = REPO / "configs" / "synthetic"
+
+
+def tiny(cache: Path, rooms: tuple[int, int, int] = (2, 1, 1), batch_size: int = 1) -> list[str]:
+    """Overrides that shrink a synthetic config to a few small rooms and steps."""
+    train, val, test = rooms
+    data = dict(num_train=train, num_val=val, num_test=test, batch_size=batch_size, num_points=1024,
+                num_queries=512, num_surface=1024, num_off_surface=1500, num_eval=1500, preprocess_workers=0,
+                cache_dir=str(cache))
+    return [f"--data.init_args.{key}={value}" for key, value in data.items()] + [
+        "--model.init_args.test_resolution=24", "--model.init_args.test_num_points=1000",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]
+
+
+def csv_logger(save_dir: Path) -> list[str]:
+    """A local logger in place of W&B (the learning-rate monitor of the configs needs one)."""
+    return ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={save_dir}"]
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LightningCLI warns when pytest's own arguments sit in ``sys.argv`` beside ``args``."""
+    monkeypatch.setattr(sys, "argv", ["ctxir"])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_config_set_is_complete() -> None:
+    names = {f"{path.parent.name}/{path.stem}" for path in CONFIGS}
+    stages = ("geometry", "joint", "frozen", "context")
+    expected = {f"{data}/{stage}" for data in ("synthetic", "scannet", "scenenn", "stanford") for stage in stages}
+    assert names == expected | {"triad/geometry"}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: ctxir.tasks." in printed and "class_path: ctxir.data." in printed
+    assert "WandbLogger" in printed and "ModelCheckpoint" in printed
+    if config.parent.name != "synthetic":  # the paper's recipe on real data
+        assert "devices: 3" in printed and "strategy: ddp" in printed and "sync_batchnorm: true" in printed
+        assert "num_points: 10240" in printed and "num_queries: 50000" in printed and "batch_size: 4" in printed
+
+
+def test_synthetic_configs_run_the_three_stages(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the configs write under runs/ and point the tuners at runs/synthetic/geometry
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    steps = ["--trainer.max_steps=2", "--trainer.limit_val_batches=1"]
+    for stage in ("geometry", "joint", "frozen", "context"):
+        run = cli(["fit", "--config", str(SYNTHETIC / f"{stage}.yaml"), *tiny(cache), *steps])
+        assert run.trainer.global_step == 2, stage
+        checkpoints = tmp_path / "runs" / "synthetic" / stage / "checkpoints"
+        assert {"best.ckpt", "last.ckpt"} <= {p.name for p in checkpoints.iterdir()}, stage
+        assert any((tmp_path / "runs" / "synthetic" / stage / "wandb").glob("offline-run-*")), stage
+        metrics = run.trainer.callback_metrics
+        assert "val/udf_mae" in metrics and ("val/miou" in metrics) == (stage != "geometry"), stage
+    best = tmp_path / "runs" / "synthetic" / "context" / "checkpoints" / "best.ckpt"
+    run = cli(["test", "--config", str(SYNTHETIC / "context.yaml"), *tiny(cache), f"--ckpt_path={best}",
+               "--trainer.logger=false"])
+    assert {"test/cd_l1", "test/f1", "test/miou", "test/mf1_2delta"} <= set(run.trainer.callback_metrics)
+    assert "ContextualisedTuner test (1 scenes): CD-L1" in capsys.readouterr().out
+
+
+def test_ddp_on_three_processes_syncs_validation_metrics(cache: Path, tmp_path: Path) -> None:
+    """Three CPU ranks each validate one room; the checkpoint's best val/miou must equal one process validating
+    all three rooms with the weights it saved (a per-rank average of mIoU would differ)."""
+    args = [
+        "fit", "--config", str(SYNTHETIC / "joint.yaml"), *tiny(cache, rooms=(3, 3, 1)),
+        "--trainer.accelerator=cpu", "--trainer.devices=3", "--trainer.strategy=ddp", "--trainer.max_steps=2",
+        *csv_logger(tmp_path), f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.callbacks.dirpath={tmp_path / 'checkpoints'}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "ctxir", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-1500:]
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert torch.load(best.with_name("last.ckpt"), map_location="cpu", weights_only=False)["global_step"] == 2
+    run = cli(["validate", "--config", str(SYNTHETIC / "joint.yaml"), *tiny(cache, rooms=(3, 3, 1)),
+               "--trainer.devices=1", "--trainer.accelerator=cpu", "--trainer.logger=false",
+               f"--trainer.default_root_dir={tmp_path / 'single'}", f"--ckpt_path={best}"])
+    single = float(run.trainer.callback_metrics["val/miou"])
+    assert single == pytest.approx(float(state["best_model_score"]), abs=1e-6)
+
+
+def test_a_crashed_fit_resumes_to_the_same_step_count(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    common = ["fit", "--config", str(SYNTHETIC / "geometry.yaml"), *tiny(cache, rooms=(4, 1, 1)),
+              "--trainer.max_epochs=2", *csv_logger(tmp_path), "--trainer.limit_val_batches=1",
+              "--trainer.callbacks.every_n_train_steps=1"]
+    uninterrupted = cli([*common, "--trainer.default_root_dir=full", "--trainer.callbacks.dirpath=full"])
+    assert uninterrupted.trainer.global_step == 8  # 4 rooms per epoch, batch 1, 2 epochs
+    crash = ["--trainer.callbacks+=tests.crash_callback.CrashAtStep", "--trainer.callbacks.step=3"]
+    monkeypatch.syspath_prepend(str(REPO))
+    with pytest.raises(RuntimeError, match="simulated crash at step 3"):
+        cli([*common, "--trainer.default_root_dir=crashed", "--trainer.callbacks.dirpath=crashed", *crash])
+    assert torch.load(tmp_path / "crashed" / "last.ckpt", weights_only=False)["global_step"] == 3  # mid-epoch 0
+    resumed = cli([*common, "--trainer.default_root_dir=crashed", "--trainer.callbacks.dirpath=crashed",
+                   "--ckpt_path=last"])
+    assert resumed.trainer.global_step == uninterrupted.trainer.global_step
+    assert resumed.trainer.current_epoch == uninterrupted.trainer.current_epoch
