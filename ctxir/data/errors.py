@@ -17,6 +17,9 @@ class DatasetNotFoundError(FileNotFoundError):
         self.expected = expected
         super().__init__(f"{self.path}: not found or not the expected layout; expected {expected}")
 
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # survives a worker process (pickled by argument)
+        return type(self), (self.path, self.expected)
+
 
 class CorruptFileError(ValueError):
     """A data file exists but cannot be parsed (truncated, malformed or inconsistent content).
@@ -29,3 +32,6 @@ class CorruptFileError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: corrupt file: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # survives a worker process (pickled by argument)
+        return type(self), (self.path, self.problem)
