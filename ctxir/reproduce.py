@@ -69,7 +69,7 @@ class Run:
     stage: str
     overrides: tuple[str, ...] = ()
     from_encodings: bool = False
-    needs_encoder: bool = False
+    """Train and test from the geometry run's stored encodings (frozen encoder), without the encoder."""
 
     @property
     def config(self) -> Path:
@@ -94,7 +94,7 @@ RUNS = (
     Run("context-l1", "context", context_module(out_channels=1), from_encodings=True),
     Run("context-l2", "context", context_module(out_channels=2), from_encodings=True),
     Run("joint", "joint"),
-    Run("unfrozen", "frozen", ("--model.init_args.freeze_encoder=false",), needs_encoder=True),
+    Run("unfrozen", "frozen", ("--model.init_args.freeze_encoder=false",)),
 )
 
 LABELS = {
