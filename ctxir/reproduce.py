@@ -33,7 +33,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "synthetic"
 
 TABLE1 = ("geometry", "joint", "frozen", "unfrozen", "context")
 ABLATIONS = ("context-mlp", "context-3-scales", "context-l1", "context-l2")
-RECONSTRUCTION = ("cd_l1", "cd_l2", "f1", "f1_2delta")
 SEMANTICS = ("mf1", "mf1_2delta", "miou")
 
 

@@ -20,12 +20,10 @@ from typing import Any
 import torch
 
 from ctxir.cli import cli
-from ctxir.eval import extract_mesh
 from ctxir.eval.export import export_labelled_mesh, face_labels_from_vertices
 from ctxir.eval.figures import plot_tsne_panels, render_labelled_points
 from ctxir.eval.sampling import sample_mesh_surface
 from ctxir.tasks import ContextualisedTuner, UDFReconstructor
-from ctxir.tasks.base import TEST_BOUNDS
 
 SCENE_POINTS = 100000
 RENDER_RESOLUTION = 128
@@ -60,11 +58,7 @@ def make_figures(output: Path, overrides: list[str]) -> dict[str, str]:
         class_names, path=folder / "tsne.png", num_threads=1,  # see tsne_embedding: threads stall on busy cores
     )
 
-    def udf(queries: torch.Tensor) -> torch.Tensor:
-        return context.udf_decoder(points, e_g, queries)
-
-    with torch.inference_mode(False), torch.enable_grad():
-        vertices, faces = extract_mesh(udf, TEST_BOUNDS, RENDER_RESOLUTION)
+    vertices, faces = context.scene_mesh(points, e_g, RENDER_RESOLUTION)
     if len(faces) == 0:
         return {"scene": scene, "note": "no surface extracted: the UDF never came below the threshold"}
     vertex_labels = context.semantic_decoder(points, features, torch.as_tensor(vertices, dtype=torch.float32))
@@ -87,5 +81,3 @@ def log_images(output: Path, images: dict[str, Path]) -> Any:
     for key, path in images.items():
         logger.log_image(key=key, images=[str(path)])
     return logger
-
-

@@ -13,11 +13,10 @@
 from importlib import import_module
 from typing import Any
 
-
+from ctxir.eval.export import export_labelled_mesh
 from ctxir.eval.extraction import extract_mesh
 from ctxir.eval.functional import reconstruction_metrics, semantic_metrics
 from ctxir.eval.metrics import ReconstructionMetrics, SemanticMetrics
-from ctxir.eval.export import export_labelled_mesh
 from ctxir.eval.point_extraction import extract_points
 from ctxir.eval.sampling import sample_mesh_surface
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
@@ -70,7 +71,6 @@ class SceneTask(L.LightningModule):
         self.test_resolution, self.test_num_points = test_resolution, test_num_points
         self.test_reconstruction = ReconstructionMetrics()
         self.test_semantics = SemanticMetrics(num_classes) if num_classes else None
-        self.test_rows: list[str] = []
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.val_udf_mae = MeanMetric()
         if num_classes:
@@ -129,15 +129,19 @@ class SceneTask(L.LightningModule):
         """E_g (read by the UDF decoder) and the semantic decoder's features (``None`` without one)."""
         raise NotImplementedError
 
+    def scene_mesh(self, points: Tensor, encodings: Tensor, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(vertices, faces)`` of one scene's surface, extracted from the UDF its ``encodings`` define."""
+
+        def udf(queries: Tensor) -> Tensor:
+            return self.udf_decoder(points, encodings, queries)
+
+        return extract_mesh(udf, TEST_BOUNDS, resolution, device=points.device)
+
     def surface_points(self, batch: Batch, encodings: Tensor, scene: int) -> Tensor:
         """Extract scene ``scene``'s surface from the UDF and sample ``test_num_points`` points on it."""
         rows = batch["point_batch"] == scene
-        points, codes = batch["points"][rows], encodings[rows]
-
-        def udf(queries: Tensor) -> Tensor:
-            return self.udf_decoder(points, codes, queries)
-
-        vertices, faces = extract_mesh(udf, TEST_BOUNDS, self.test_resolution, device=points.device)
+        points = batch["points"][rows]
+        vertices, faces = self.scene_mesh(points, encodings[rows], self.test_resolution)
         if len(faces) == 0:
             return points.new_zeros(0, 3)
         samples, _ = sample_mesh_surface(vertices, faces, self.test_num_points, seed=scene)
@@ -146,7 +150,7 @@ class SceneTask(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         if "eval_points" not in batch:
             raise RuntimeError("test batches need eval_points (GT surface samples): use the DataModule's test split")
-        with torch.inference_mode(False), torch.no_grad():  # extraction differentiates the UDF by autograd
+        with torch.inference_mode(False), torch.no_grad():  # E_g must not be an inference tensor: extraction differentiates the UDF
             encodings, features = self.scene_fields(batch)
             for scene in range(num_clouds(batch)):
                 pred = self.surface_points(batch, encodings, scene)
@@ -164,7 +168,6 @@ class SceneTask(L.LightningModule):
             metrics.update({k: float(v) for k, v in self.test_semantics.compute().items()})
         self.log_dict({f"test/{k}": v for k, v in metrics.items()}, sync_dist=False)
         row = paper_row(metrics)
-        self.test_rows.append(row)
         if self.trainer.is_global_zero:
             print(f"\n{type(self).__name__} test ({int(self.test_reconstruction.num_scenes)} scenes): {row}")
         self.test_reconstruction.reset()
