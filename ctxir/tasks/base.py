@@ -150,7 +150,8 @@ class SceneTask(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         if "eval_points" not in batch:
             raise RuntimeError("test batches need eval_points (GT surface samples): use the DataModule's test split")
-        with torch.inference_mode(False), torch.no_grad():  # E_g must not be an inference tensor: extraction differentiates the UDF
+        # E_g must not be an inference tensor: extraction differentiates the UDF through it
+        with torch.inference_mode(False), torch.no_grad():
             encodings, features = self.scene_fields(batch)
             for scene in range(num_clouds(batch)):
                 pred = self.surface_points(batch, encodings, scene)
