@@ -3,8 +3,13 @@
 CAP-UDF (Zhou et al. 2022) loops in Python over every cell of a grid; for a cell whose smallest corner UDF is
 under a threshold it gives each corner the sign of the dot product of its gradient with the gradient at the
 cell's reference corner, and runs marching cubes at level 0 on that 2×2×2 block. Here the same rule runs on
-all candidate cells at once: one chunked UDF pass over the grid, gradients only at the corners of candidate
-cells, then a single table lookup (``ctxir.eval.marching_cubes``).
+all candidate cells at once: UDF values where needed, gradients only at the corners of candidate cells, then
+a single table lookup (``ctxir.eval.marching_cubes``).
+
+Candidate cells are found by a coarse-to-fine narrow band by default (``ctxir.eval.narrow_band``): the UDF is
+evaluated on a coarse grid and only blocks that a Lipschitz bound cannot rule out are subdivided, so the work
+follows the surface's shell instead of the whole grid. ``narrow_band=False`` runs the dense pass (the UDF at
+every node), which gives the same cells whenever the UDF is ``lipschitz``-Lipschitz.
 
 Where this differs from the published code, and why:
 
@@ -35,6 +40,7 @@ import numpy as np
 import torch
 
 from ctxir.eval.marching_cubes import EDGE_AXIS, EDGE_CORNERS, Grid, clean_mesh, polygonise
+from ctxir.eval.narrow_band import DEFAULT_LIPSCHITZ, narrow_band_cells
 from ctxir.eval.udf_queries import UDF, GradientMethod, query_values, query_values_and_gradients
 
 
@@ -108,16 +114,17 @@ def corner_gradients(
 
 
 def mesh_cells(
-    grid: Grid, values: np.ndarray, corner_nodes: np.ndarray, grads: np.ndarray, reject_ridges: bool = True
+    grid: Grid, corner_nodes: np.ndarray, values: np.ndarray, grads: np.ndarray, reject_ridges: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mesh K candidate cells at once: pseudo-signs, optional ridge test, one marching-cubes table lookup.
 
     Args:
-        grid: the grid; ``values``: UDF at every node, shaped like the grid.
-        corner_nodes: (K, 8) corner node indices of the cells; ``grads``: (K, 8, 3) gradients there.
+        grid: the grid.
+        corner_nodes: (K, 8) corner node indices of the cells; ``values``: (K, 8) UDF there; ``grads``:
+            (K, 8, 3) gradients there.
         reject_ridges: drop crossings on ridge edges (``non_ridge_edges``).
     """
-    signed, inside = pseudo_signed_values(values.ravel()[corner_nodes], grads)
+    signed, inside = pseudo_signed_values(values, grads)
     return polygonise(grid, corner_nodes, signed, inside, non_ridge_edges(grads) if reject_ridges else None)
 
 
@@ -132,6 +139,9 @@ def extract_mesh(
     max_vertex_udf: float | None = None,
     gradient: GradientMethod = "auto",
     fd_step_voxels: float = 0.25,
+    narrow_band: bool = True,
+    lipschitz: float = DEFAULT_LIPSCHITZ,
+    band_levels: int | None = None,
     chunk_size: int = 1 << 18,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +159,10 @@ def extract_mesh(
         max_vertex_udf: if set, drop triangles with a vertex whose UDF is above it.
         gradient: "auto", "autograd" or "finite_difference" (``ctxir.eval.udf_queries``).
         fd_step_voxels: finite-difference step in voxels.
+        narrow_band: find the candidate cells coarse to fine (default) instead of evaluating every node.
+        lipschitz: the narrow band's safety factor λ, the Lipschitz bound it assumes of the UDF (an exact UDF
+            has 1; a learned one may be steeper in places, see ``ctxir.eval.narrow_band``).
+        band_levels: coarse levels of the narrow band (``None``: automatic).
         chunk_size: most points per UDF call (bounds memory).
         device: where query tensors are created.
 
@@ -157,11 +171,18 @@ def extract_mesh(
     """
     grid = Grid.from_bounds(as_bounds(bounds), resolution)
     voxel = float(grid.spacing.max())
-    values = grid_values(udf, grid, chunk_size, device)
-    cells = candidate_cells(values, threshold if threshold is not None else threshold_voxels * voxel)
-    corner_nodes = grid.cell_corner_nodes(cells)
+    level = threshold if threshold is not None else threshold_voxels * voxel
+    if narrow_band:
+        cells, values, _ = narrow_band_cells(
+            udf, grid, level, lipschitz=lipschitz, levels=band_levels, chunk_size=chunk_size, device=device
+        )
+        corner_nodes = grid.cell_corner_nodes(cells)
+    else:
+        dense = grid_values(udf, grid, chunk_size, device)
+        corner_nodes = grid.cell_corner_nodes(candidate_cells(dense, level))
+        values = dense.ravel()[corner_nodes]
     grads = corner_gradients(udf, grid, corner_nodes, chunk_size, device, gradient, fd_step_voxels * voxel)
-    vertices, faces = mesh_cells(grid, values, corner_nodes, grads, reject_ridges)
+    vertices, faces = mesh_cells(grid, corner_nodes, values, grads, reject_ridges)
     if max_vertex_udf is not None and len(faces):
         near = query_values(udf, vertices, chunk_size, device) <= max_vertex_udf
         vertices, faces = clean_mesh(vertices, faces[near[faces].all(axis=1)])
