@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxir.data.preprocess import closest_points_on_mesh, normalise_vertices, sample_scene, sample_surface
+from ctxir.core.surface import sample_surface
+from ctxir.data.preprocess import closest_points_on_mesh, normalise_vertices, sample_scene
 from ctxir.data.synthetic import generate_room
 
 RESULTS = Path(__file__).parent / "results" / "bench_data.json"

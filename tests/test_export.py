@@ -13,11 +13,11 @@ from plyfile import PlyData
 from ctxir.data.synthetic import SYNTHETIC_CLASSES, generate_room
 from ctxir.eval.export import (
     export_labelled_mesh,
-    face_labels_from_vertices,
     label_vertices_from_points,
     vertex_labels_from_faces,
 )
-from ctxir.eval.figures import IGNORE_COLOR, class_colors
+from ctxir.core.palette import IGNORE_COLOR, class_colors
+from ctxir.core.surface import face_majority
 from ctxir.eval.sampling import sample_mesh_surface
 
 # two triangles in the z = 0 plane with areas 1 and 3, plus a zero-area (collinear) face
@@ -108,14 +108,6 @@ def test_label_vertices_from_points_matches_brute_force() -> None:
         label_vertices_from_points(vertices, np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
 
 
-def test_face_labels_majority_ties_to_first_vertex() -> None:
-    vertex_labels = np.array([4, 4, 7, 7, 2])
-    faces = np.array([[0, 1, 2], [2, 0, 1], [0, 2, 3], [0, 2, 4], [2, 3, 3], [4, 0, 2]])
-    np.testing.assert_array_equal(face_labels_from_vertices(faces, vertex_labels), [4, 4, 7, 4, 7, 2])
-    with pytest.raises(ValueError, match="face indices span"):
-        face_labels_from_vertices(np.array([[0, 1, 9]]), vertex_labels)
-
-
 def test_vertex_labels_from_faces_matches_reference() -> None:
     rng = np.random.default_rng(3)
     faces = np.argsort(rng.random((150, 40)), axis=1)[:, :3]  # three distinct vertices of 0..39 per face
@@ -136,7 +128,7 @@ def test_labels_carried_from_points_back_to_the_mesh() -> None:
     room = generate_room(2)
     points, face_index = sample_mesh_surface(room.vertices, room.faces, 50_000, seed=0)
     vertex_labels = label_vertices_from_points(room.vertices, points, room.face_labels[face_index])
-    face_labels = face_labels_from_vertices(room.faces, vertex_labels)
+    face_labels = face_majority(vertex_labels, room.faces)
     assert (face_labels == room.face_labels).mean() > 0.9
 
 

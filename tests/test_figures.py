@@ -10,11 +10,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from ctxir.data.synthetic import SYNTHETIC_CLASSES, generate_room
+from ctxir.core.palette import IGNORE_COLOR, class_colors, label_colors
 from ctxir.eval.figures import (
-    IGNORE_COLOR,
     IGNORE_NAME,
-    class_colors,
-    label_colors,
     plot_tsne_panels,
     project,
     render_labelled_points,

@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, face_majority, ids_to_classes
+from ctxir.core.surface import face_majority
+from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, ids_to_classes
 
 
 def _majority_reference(values: list[int]) -> int:

@@ -17,11 +17,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ctxir.core.io import atomic_write_bytes, atomic_write_stream
 
 CACHE_FORMAT_VERSION = 1
 """Bumped whenever the layout of a cache file changes, so old caches are rebuilt."""
@@ -56,23 +57,10 @@ def params_to_json(params: dict[str, Any]) -> str:
     return json.dumps({**params, "cache_format": CACHE_FORMAT_VERSION}, sort_keys=True, default=list)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_scene_cache(path: Path, scene_name: str, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> None:
     """Write one scene's arrays atomically, recording its name and parameters."""
     payload = {**arrays, "scene_name": np.asarray(scene_name), "params_json": np.asarray(params_to_json(params))}
-    _atomic_write(Path(path), lambda stream: np.savez(stream, **payload))
+    atomic_write_stream(path, lambda stream: np.savez(stream, **payload))
 
 
 def cached_params(path: Path) -> str | None:
@@ -103,7 +91,7 @@ def read_scene_cache(path: Path, keys: tuple[str, ...] | None = None) -> dict[st
 def write_manifest(path: Path, unit_name: str, scene_names: list[str], params: dict[str, Any]) -> None:
     """Record atomically which scenes a raw unit produced under ``params``."""
     text = json.dumps({"unit": unit_name, "scenes": scene_names, "params": params_to_json(params)})
-    _atomic_write(Path(path), lambda stream: stream.write(text.encode("utf-8")))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def read_manifest(path: Path, params: dict[str, Any]) -> list[str] | None:

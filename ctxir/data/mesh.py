@@ -91,22 +91,6 @@ def ids_to_classes(ids: np.ndarray, valid_ids: tuple[int, ...]) -> np.ndarray:
     return np.where(inside, table[np.clip(ids, 0, table.size - 1)], IGNORE_LABEL)
 
 
-def face_majority(vertex_values: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Per-face majority of a per-vertex integer attribute; a three-way tie goes to the first vertex.
-
-    This is the RangeUDF rule for turning vertex labels (or instance ids) into face labels.
-
-    Args:
-        vertex_values: (V,) integer value per vertex.
-        faces: (F, 3) vertex indices.
-
-    Returns:
-        (F,) int64: the value held by at least two of the face's vertices, else the first vertex's value.
-    """
-    a, b, c = (np.asarray(vertex_values, dtype=np.int64)[faces[:, k]] for k in range(3))
-    return np.where((a == b) | (a == c), a, np.where(b == c, b, a))
-
-
 def clean_mesh(mesh: LabelledMesh) -> LabelledMesh:
     """Drop what downstream sampling and distance queries cannot use, and say what was dropped.
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ctxir.core.surface import sample_surface
 from ctxir.data import cache
 from ctxir.data.mesh import LabelledMesh
 
@@ -42,27 +43,6 @@ def normalise_vertices(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray, fl
     if not np.isfinite(scale) or scale <= 0.0:
         raise ValueError(f"cannot normalise a mesh with bounding-box extent {hi - lo}")
     return (vertices - center) / scale, center, scale
-
-
-def sample_surface(
-    vertices: np.ndarray, faces: np.ndarray, count: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``count`` area-uniform points on the triangles; returns ``(points (count, 3) float64, face ids)``."""
-    corners = vertices[faces]  # (F, 3, 3)
-    edge_u = corners[:, 1] - corners[:, 0]
-    edge_v = corners[:, 2] - corners[:, 0]
-    areas = 0.5 * np.linalg.norm(np.cross(edge_u, edge_v), axis=1)
-    total = areas.sum()
-    if not np.isfinite(total) or total <= 0.0:
-        raise ValueError("cannot sample a mesh with zero surface area")
-    cumulative = np.cumsum(areas)
-    face_ids = np.searchsorted(cumulative, rng.random(count) * cumulative[-1], side="right")
-    face_ids = np.minimum(face_ids, len(faces) - 1)
-    u, v = rng.random(count), rng.random(count)
-    flip = u + v > 1.0  # reflect the upper half of the unit square onto the triangle
-    u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
-    points = corners[face_ids, 0] + u[:, None] * edge_u[face_ids] + v[:, None] * edge_v[face_ids]
-    return points, face_ids
 
 
 def closest_points_on_mesh(

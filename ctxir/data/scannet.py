@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ctxir.data.errors import CorruptFileError, DatasetNotFoundError
-from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, face_majority, ids_to_classes
+from ctxir.core.surface import face_majority
+from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, ids_to_classes
 from ctxir.data.ply import read_ply
 from ctxir.data.splits import existing_items, read_split
 

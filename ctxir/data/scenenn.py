@@ -17,7 +17,8 @@ import numpy as np
 
 from ctxir.data import scannet
 from ctxir.data.errors import DatasetNotFoundError
-from ctxir.data.mesh import LabelledMesh, clean_mesh, face_majority, ids_to_classes
+from ctxir.core.surface import face_majority
+from ctxir.data.mesh import LabelledMesh, clean_mesh, ids_to_classes
 from ctxir.data.ply import read_ply
 from ctxir.data.splits import existing_items, read_split
 

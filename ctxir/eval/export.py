@@ -1,19 +1,20 @@
 """Write a reconstructed mesh labelled by class as a coloured PLY, and label such a mesh from labelled points.
 
 The test stage labels 100k points sampled on the extracted surface; :func:`label_vertices_from_points` and
-:func:`face_labels_from_vertices` carry those labels onto the mesh, and :func:`export_labelled_mesh` writes it
-with per-face colours and ``label`` plus per-vertex colours (many viewers show only vertex colours).
+the face-majority rule (:func:`ctxir.core.surface.face_majority`) carry those labels onto the mesh, and
+:func:`export_labelled_mesh` writes it with per-face colours and ``label`` plus per-vertex colours (many viewers
+show only vertex colours).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ctxir.eval.figures import check_labels, class_colors, label_colors
+from ctxir.core.io import atomic_write
+from ctxir.core.palette import check_labels, class_colors, label_colors
 
 _COLOR_FIELDS = [("red", "u1"), ("green", "u1"), ("blue", "u1")]
 
@@ -36,7 +37,7 @@ def export_labelled_mesh(
     * ``face``: ``vertex_indices`` (list of int32), ``red, green, blue`` (uchar) and ``label`` (int32).
 
     Label ``-1`` is grey. Class names, when given, are written as ``comment class <id> <name>`` lines. The file
-    is written under a temporary name and renamed, so a crash never leaves a half-written PLY.
+    is written atomically (:func:`ctxir.core.io.atomic_write`): a crash never leaves a half-written PLY.
 
     Args:
         path: output ``.ply`` path (parent folders are created).
@@ -44,7 +45,7 @@ def export_labelled_mesh(
         faces: (F, 3) vertex indices.
         face_labels: (F,) class ids in ``-1..C-1``.
         class_names: optional names; sets C.
-        colors: optional ``(C, 3)`` uint8 palette; default :func:`ctxir.eval.figures.class_colors`.
+        colors: optional ``(C, 3)`` uint8 palette; default :func:`ctxir.core.palette.class_colors`.
             Without names or colours, C is ``max(face_labels) + 1``.
 
     Returns:
@@ -89,14 +90,7 @@ def export_labelled_mesh(
         byte_order="<",
         comments=["ctxir labelled mesh", *comments],
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        ply.write(str(temporary))
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda temporary: ply.write(str(temporary)))
 
 
 def vertex_labels_from_faces(faces: np.ndarray, face_labels: np.ndarray, num_vertices: int) -> np.ndarray:
@@ -151,16 +145,6 @@ def label_vertices_from_points(vertices: np.ndarray, points: np.ndarray, point_l
         return np.full(len(vertices), -1, dtype=np.int64)
     _, nearest = cKDTree(points[labelled]).query(vertices, k=1, workers=-1)
     return point_labels[labelled][nearest].astype(np.int64)
-
-
-def face_labels_from_vertices(faces: np.ndarray, vertex_labels: np.ndarray) -> np.ndarray:
-    """Label of each face ``(F,) int64``: the majority of its three vertex labels; all different → the first's."""
-    faces, vertex_labels = np.asarray(faces), np.asarray(vertex_labels, dtype=np.int64)
-    if vertex_labels.ndim != 1:
-        raise ValueError(f"face_labels_from_vertices: vertex_labels must be 1-D, got shape {vertex_labels.shape}")
-    _check_faces(faces, len(vertex_labels), "face_labels_from_vertices")
-    first, second, third = vertex_labels[faces].T
-    return np.where((second == third) & (first != second), second, first)
 
 
 def _check_faces(faces: np.ndarray, num_vertices: int, where: str) -> None:

@@ -7,18 +7,17 @@ registered in pyplot's global figure list (no leaks in long evaluation runs, no 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ctxir.core.io import atomic_write
+from ctxir.core.palette import IGNORE_COLOR, check_labels, class_colors, label_colors
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-IGNORE_COLOR = np.array([128, 128, 128], dtype=np.uint8)
-"""Colour of label ``-1`` (unannotated / ignored) points and faces."""
 
 IGNORE_NAME = "unlabelled"
 """Legend entry of label ``-1`` in scene renders."""
@@ -26,60 +25,9 @@ IGNORE_NAME = "unlabelled"
 VIEWS: tuple[str, ...] = ("top", "front", "side", "perspective")
 """View names understood by :func:`render_labelled_points`."""
 
-_PALETTE_MAPS = ("tab20", "tab20b", "tab20c")
 _PERSPECTIVE_AZIMUTH_DEG = -60.0  # matplotlib's default 3-D view direction
 _PERSPECTIVE_ELEVATION_DEG = 30.0
 _PERSPECTIVE_DISTANCE = 2.0  # camera distance from the scene centre, in scene extents
-
-
-def class_colors(num_classes: int) -> np.ndarray:
-    """A fixed palette of ``num_classes`` distinguishable RGB colours, ``(C, 3) uint8``.
-
-    The first ten are tab20's saturated colours, the next ten its light partners (so neighbouring class ids
-    differ in hue), then tab20b and tab20c; beyond 60 classes hues follow the golden angle. Label ``-1`` uses
-    :data:`IGNORE_COLOR` (grey), see :func:`label_colors`.
-    """
-    if num_classes < 0:
-        raise ValueError(f"class_colors: num_classes must be >= 0, got {num_classes}")
-    import matplotlib
-    from matplotlib.colors import hsv_to_rgb
-
-    tab20 = np.asarray(matplotlib.colormaps["tab20"].colors)
-    colors = [tab20[0::2], tab20[1::2]] + [np.asarray(matplotlib.colormaps[name].colors) for name in _PALETTE_MAPS[1:]]
-    palette = np.concatenate(colors)[:num_classes]
-    extra = num_classes - len(palette)
-    if extra > 0:
-        hues = (np.arange(extra) * 0.618033988749895) % 1.0
-        saturation_value = np.full((extra, 2), 0.75)
-        palette = np.concatenate([palette, hsv_to_rgb(np.column_stack([hues, saturation_value]))])
-    return np.round(palette * 255.0).astype(np.uint8).reshape(num_classes, 3)
-
-
-def label_colors(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """RGB colour ``(n, 3) uint8`` of each label from ``palette`` (``(C, 3)``), grey for ``-1``.
-
-    Raises:
-        ValueError: a label outside ``-1..C-1``.
-    """
-    labels = np.asarray(labels)
-    check_labels(labels, len(palette), "labels")
-    colors = np.empty((len(labels), 3), dtype=np.uint8)
-    ignored = labels < 0
-    colors[ignored] = IGNORE_COLOR
-    colors[~ignored] = palette[labels[~ignored]]
-    return colors
-
-
-def check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
-    """Raise ``ValueError`` unless ``labels`` is a 1-D integer array with values in ``-1..num_classes-1``."""
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be integers, got dtype {labels.dtype}")
-    if len(labels) and (labels.min() < -1 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{name} span [{labels.min()}, {labels.max()}] but only -1 (ignore) and 0..{num_classes - 1} are valid"
-        )
 
 
 def subsample_indices(count: int, max_points: int, seed: int) -> np.ndarray:
@@ -302,14 +250,6 @@ def _add_legend(figure: Figure, present: np.ndarray, class_names: Sequence[str],
 
 
 def _save(figure: Figure, path: str | Path | None) -> None:
-    """Save ``figure`` as a PNG at ``path`` (via a temporary name, then rename) when a path is given."""
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        figure.savefig(temporary, format="png", dpi=120)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Save ``figure`` as a PNG at ``path`` (atomically) when a path is given."""
+    if path is not None:
+        atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))

@@ -2,7 +2,7 @@
 
 The test stage extracts a mesh from the UDF, samples points uniformly by area on it and labels them with the
 semantic decoder (SPEC §4). The sampling itself is the preprocessing's
-:func:`ctxir.data.preprocess.sample_surface` (one implementation for both stages); this module checks the
+:func:`ctxir.core.surface.sample_surface` (one implementation for both stages); this module checks the
 mesh first, because an extracted mesh can legitimately be empty or degenerate and that must fail with a clear
 message rather than an index error deep inside numpy.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctxir.data.preprocess import sample_surface
+from ctxir.core.surface import sample_surface
 
 
 def sample_mesh_surface(

@@ -7,14 +7,13 @@ Used as a prediction callback of a trained :class:`~ctxir.tasks.UDFReconstructor
         --data.init_args.predict_splits='[train, val, test]' \\
         --trainer.callbacks+=EncodingWriter --trainer.callbacks.output_dir=runs/synthetic/encodings
 
-One ``<scene>.npz`` per scene (``points`` (N,3), ``point_labels`` (N,), ``encodings`` (N,d)); a DataModule
-with ``encodings_dir`` set reads them back, and both tuners then train, validate and test from the encodings
+One ``<scene>.npz`` per scene in the format of :mod:`ctxir.data.encodings`; a DataModule with
+``encodings_dir`` set reads them back, and both tuners then train, validate and test from the encodings
 and the UDF decoder's weights alone.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ctxir.data.dataset import encodings_path
+from ctxir.data.encodings import encodings_path, write_encodings
 
 
 class EncodingWriter(BasePredictionWriter):
@@ -46,14 +45,10 @@ class EncodingWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         cloud = prediction["point_batch"].cpu()
         points = prediction["points"].detach().cpu().numpy().astype(np.float32)
         encodings = prediction["encodings"].detach().cpu().numpy().astype(np.float32)
         labels = batch["point_labels"].cpu().numpy()
         for index, scene in enumerate(prediction["scene"]):
             rows = (cloud == index).numpy()
-            path = encodings_path(self.output_dir, scene)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, points=points[rows], point_labels=labels[rows], encodings=encodings[rows])
-            os.replace(tmp, path)  # never a half-written file under the final name
+            write_encodings(encodings_path(self.output_dir, scene), points[rows], labels[rows], encodings[rows])
