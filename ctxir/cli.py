@@ -11,6 +11,7 @@ DataModule, network and callback modules are imported here.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -20,6 +21,10 @@ import ctxir.data.datamodules  # noqa: F401
 import ctxir.nn  # noqa: F401
 import ctxir.tasks  # noqa: F401
 from ctxir import __version__
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The shipped configs ``<dataset>/<stage>.yaml``, installed with the package (a checkout's ``configs/`` links
+here), so ``python -m ctxir.reproduce`` runs after a plain ``pip install``."""
 
 
 def cli(args: ArgsType = None, run: bool = True) -> LightningCLI:

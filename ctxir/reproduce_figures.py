@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from ctxir.cli import cli
-from ctxir.eval.export import export_labelled_mesh, face_labels_from_vertices
+from ctxir.cli import CONFIG_DIR, cli
+from ctxir.core.surface import face_majority
+from ctxir.eval.export import export_labelled_mesh
 from ctxir.eval.figures import plot_tsne_panels, render_labelled_points
 from ctxir.eval.sampling import sample_mesh_surface
 from ctxir.tasks import ContextualisedTuner, UDFReconstructor
@@ -33,7 +34,7 @@ RENDER_RESOLUTION = 128
 def make_figures(output: Path, overrides: list[str]) -> dict[str, str]:
     """Draw the figures for the runs under ``output``; ``overrides`` give the DataModule the runs used."""
     folder = output / "figures"
-    config = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "context.yaml"
+    config = CONFIG_DIR / "synthetic" / "context.yaml"
     geometry_ckpt = output / "geometry" / "checkpoints" / "best.ckpt"
     datamodule = cli(["--config", str(config), *overrides, f"--model.init_args.reconstructor_ckpt={geometry_ckpt}"],
                      run=False).datamodule
@@ -46,10 +47,10 @@ def make_figures(output: Path, overrides: list[str]) -> dict[str, str]:
     geometry = UDFReconstructor.load_from_checkpoint(geometry_ckpt).eval()
     context = ContextualisedTuner.load_from_checkpoint(output / "context" / "checkpoints" / "best.ckpt").eval()
     joint = UDFReconstructor.load_from_checkpoint(output / "joint" / "checkpoints" / "best.ckpt").eval()
-    e_g = geometry.encoder(points, points, point_batch)
+    e_g = geometry.geometry.encode(points, point_batch)
     e_c = context.context_module(points, e_g, point_batch)
     features = torch.cat([e_g, e_c], dim=1)
-    e_joint = joint.encoder(points, points, point_batch)
+    e_joint = joint.geometry.encode(points, point_batch)
     class_names = list(datamodule.class_names)
     target = labels.numpy()
     plot_tsne_panels(
@@ -63,7 +64,7 @@ def make_figures(output: Path, overrides: list[str]) -> dict[str, str]:
         return {"scene": scene, "note": "no surface extracted: the UDF never came below the threshold"}
     vertex_labels = context.semantic_decoder(points, features, torch.as_tensor(vertices, dtype=torch.float32))
     export_labelled_mesh(folder / "scene.ply", vertices, faces,
-                         face_labels_from_vertices(faces, vertex_labels.argmax(1).numpy()), class_names)
+                         face_majority(vertex_labels.argmax(1).numpy(), faces), class_names)
     samples, _ = sample_mesh_surface(vertices, faces, SCENE_POINTS, seed=0)
     predicted = context.semantic_decoder(points, features, torch.from_numpy(samples).float()).argmax(1).numpy()
     render_labelled_points(samples, predicted, class_names, path=folder / "scene.png")

@@ -26,6 +26,7 @@ def small(cache: Path, batch_size: int = 1) -> list[str]:
     return [f"--data.init_args.{key}={value}" for key, value in data.items()] + [
         "--model.init_args.test_resolution=24", "--model.init_args.test_num_points=1000",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.check_val_every_n_epoch=1",
     ]
 
 
@@ -160,5 +161,5 @@ def test_cross_training_geometry_from_synthetic_rooms_semantics_on_scannet(
     assert tuned.trainer.global_step == 2 and tuned.model.num_classes == 20
     assert "val/miou" in tuned.trainer.callback_metrics
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    for key, value in tuned.model.encoder.state_dict().items():
-        assert torch.equal(value, state[f"encoder.{key}"]), key
+    for key, value in tuned.model.geometry.encoder.state_dict().items():
+        assert torch.equal(value, state[f"geometry.encoder.{key}"]), key

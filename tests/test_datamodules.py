@@ -58,7 +58,7 @@ def test_items_layout_and_pool_membership(synthetic_dm: SyntheticRoomsDataModule
     expected = {
         "points": ((256, 3), torch.float32), "point_labels": ((256,), torch.int64),
         "queries": ((1000, 3), torch.float32), "query_udf": ((1000,), torch.float32),
-        "query_labels": ((1000,), torch.int64),
+        "query_labels": ((1000,), torch.int64), "query_band": ((1000,), torch.int64),
     }  # fmt: skip
     assert {k: (tuple(v.shape), v.dtype) for k, v in item.items() if k != "scene"} == expected
     assert item["scene"] == "train_0001"
@@ -75,6 +75,7 @@ def test_items_layout_and_pool_membership(synthetic_dm: SyntheticRoomsDataModule
         for row, udf, label in zip(item["queries"][start : start + count].numpy(),
                                    item["query_udf"][start : start + count], item["query_labels"][start : start + count]):  # fmt: skip
             assert pool[row.tobytes()] == (udf.item(), label.item())
+        assert (item["query_band"][start : start + count] == i).all()  # the pool each query came from
         start += count
     assert item["query_labels"].min() >= 0 and item["query_labels"].max() < synthetic_dm.num_classes
 

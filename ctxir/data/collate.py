@@ -6,25 +6,20 @@ from collections.abc import Sequence
 
 import torch
 
-_GROUPS = {  # batch-index key -> the per-item tensors it indexes
-    "point_batch": ("points", "point_labels", "encodings"),
-    "query_batch": ("queries", "query_udf", "query_labels"),
-    "eval_batch": ("eval_points", "eval_labels"),
-}
+from ctxir.data.keys import BATCH_GROUPS, Key
 
 
 def collate_scenes(items: Sequence[dict]) -> dict:
     """Concatenate items of :class:`ctxir.data.dataset.SceneDataset` into one batch.
 
-    Returns ``points`` (ΣN,3), ``point_labels`` (ΣN,), ``point_batch`` (ΣN,) int64 (cloud index 0..B-1,
-    sorted), ``queries`` (ΣM,3), ``query_udf`` (ΣM,), ``query_labels`` (ΣM,), ``query_batch`` (ΣM,),
-    ``scene`` list[str] and, when the items carry them, ``encodings`` (ΣN, d) and ``eval_points``,
-    ``eval_labels``, ``eval_batch``.
+    Every tensor of a group of :data:`~ctxir.data.keys.BATCH_GROUPS` that the items carry is concatenated and
+    the group's cloud index (``point_batch``, ``query_batch``, ``eval_batch``: 0..B-1, sorted) is added;
+    ``scene`` becomes the list of scene names. Keys: :class:`~ctxir.data.keys.Key`.
     """
     if not items:
         raise ValueError("cannot collate an empty list of scenes")
-    batch: dict = {"scene": [item["scene"] for item in items]}
-    for index_key, keys in _GROUPS.items():
+    batch: dict = {Key.SCENE: [item[Key.SCENE] for item in items]}
+    for index_key, keys in BATCH_GROUPS.items():
         if keys[0] not in items[0]:
             continue
         for key in keys:

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ctxir.data.cache import read_scene_cache, safe_name
+from ctxir.data.cache import read_scene_cache
+from ctxir.data.encodings import encodings_path, read_encodings
+from ctxir.data.keys import Key
 from ctxir.data.mesh import IGNORE_LABEL
 
 DEFAULT_RATIOS: tuple[float, ...] = (0.01, 0.49, 0.5)
@@ -31,11 +33,6 @@ def query_counts(num_queries: int, ratios: Sequence[float]) -> np.ndarray:
     return counts
 
 
-def encodings_path(encodings_dir: str | os.PathLike, scene: str) -> Path:
-    """Where the precomputed encodings of ``scene`` live."""
-    return Path(encodings_dir) / f"{safe_name(scene)}.npz"
-
-
 class SceneDataset(Dataset):
     """Items from per-scene cache files (see :mod:`ctxir.data.cache`).
 
@@ -51,7 +48,8 @@ class SceneDataset(Dataset):
     (N, d) float32; queries are still drawn from the scene cache.
 
     Item keys: ``points`` (N,3) float32, ``point_labels`` (N,) int64, ``queries`` (M,3) float32,
-    ``query_udf`` (M,) float32, ``query_labels`` (M,) int64, ``scene`` str and, with ``with_eval_points``,
+    ``query_udf`` (M,) float32, ``query_labels`` (M,) int64, ``query_band`` (M,) int64 (index of the σ
+    pool each query was drawn from), ``scene`` str and, with ``with_eval_points``,
     ``eval_points`` (E,3) float32 and ``eval_labels`` (E,) int64. With ``drop_labels`` every label is ``-1``
     (geometry-only data such as Triad).
     """
@@ -102,38 +100,33 @@ class SceneDataset(Dataset):
         take = rng.choice(available, self.num_points, replace=False) if available > self.num_points else slice(None)
         picks = [rng.integers(0, len(data[f"off_udf_{i}"]), count) for i, count in enumerate(self.counts)]
         item: dict[str, torch.Tensor | str] = {
-            "points": torch.from_numpy(np.ascontiguousarray(data["surface_points"][take], dtype=np.float32)),
-            "point_labels": self._labels(data["surface_labels"][take]),
-            "queries": torch.from_numpy(
+            Key.POINTS: torch.from_numpy(np.ascontiguousarray(data["surface_points"][take], dtype=np.float32)),
+            Key.POINT_LABELS: self._labels(data["surface_labels"][take]),
+            Key.QUERIES: torch.from_numpy(
                 np.concatenate([data[f"off_points_{i}"][p] for i, p in enumerate(picks)]).astype(np.float32)
             ),
-            "query_udf": torch.from_numpy(
+            Key.QUERY_UDF: torch.from_numpy(
                 np.concatenate([data[f"off_udf_{i}"][p] for i, p in enumerate(picks)]).astype(np.float32)
             ),
-            "query_labels": self._labels(np.concatenate([data[f"off_labels_{i}"][p] for i, p in enumerate(picks)])),
-            "scene": str(data["scene_name"]),
+            Key.QUERY_LABELS: self._labels(np.concatenate([data[f"off_labels_{i}"][p] for i, p in enumerate(picks)])),
+            Key.QUERY_BAND: torch.from_numpy(np.repeat(np.arange(len(self.counts), dtype=np.int64), self.counts)),
+            Key.SCENE: str(data["scene_name"]),
         }
         if self.encodings_dir is not None:
-            item.update(self._encodings(item["scene"]))
+            item.update(self._encodings(str(item[Key.SCENE])))
         if self.with_eval_points:
-            item["eval_points"] = torch.from_numpy(data["eval_points"].astype(np.float32))
-            item["eval_labels"] = self._labels(data["eval_labels"])
+            item[Key.EVAL_POINTS] = torch.from_numpy(data["eval_points"].astype(np.float32))
+            item[Key.EVAL_LABELS] = self._labels(data["eval_labels"])
         return item
 
     def _encodings(self, scene: str) -> dict[str, torch.Tensor]:
         assert self.encodings_dir is not None
-        path = encodings_path(self.encodings_dir, scene)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no encodings for scene {scene!r} (write them with EncodingWriter)")
-        with np.load(path, allow_pickle=False) as data:
-            missing = {"points", "point_labels", "encodings"} - set(data.files)
-            if missing:
-                raise ValueError(f"{path}: not an encodings file (missing {sorted(missing)})")
-            return {
-                "points": torch.from_numpy(data["points"].astype(np.float32)),
-                "point_labels": self._labels(data["point_labels"]),
-                "encodings": torch.from_numpy(data["encodings"].astype(np.float32)),
-            }
+        data = read_encodings(encodings_path(self.encodings_dir, scene))
+        return {
+            Key.POINTS: torch.from_numpy(data["points"].astype(np.float32)),
+            Key.POINT_LABELS: self._labels(data["point_labels"]),
+            Key.ENCODINGS: torch.from_numpy(data["encodings"].astype(np.float32)),
+        }
 
     def _labels(self, labels: np.ndarray) -> torch.Tensor:
         if self.drop_labels:

@@ -14,6 +14,9 @@ from typing import Any
 
 from torch import nn
 
+ModuleOrSpec = nn.Module | Mapping[str, Any]
+"""A module, or the ``{"class_path", "init_args"}`` spec that builds it."""
+
 TRUSTED_PREFIXES: tuple[str, ...] = ("ctxir.",)
 """Only classes under these module paths are rebuilt from a checkpoint (no arbitrary code from a file)."""
 
@@ -62,7 +65,7 @@ def module_spec(module: nn.Module) -> dict[str, Any]:
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": module.init_args}
 
 
-def build_module(spec: nn.Module | Mapping[str, Any]) -> nn.Module:
+def build_module(spec: ModuleOrSpec) -> nn.Module:
     """A module from a :func:`module_spec` dict (a module passes through unchanged)."""
     if isinstance(spec, nn.Module):
         return spec

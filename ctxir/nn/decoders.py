@@ -76,6 +76,12 @@ class UDFDecoder(Configurable, nn.Module):
         k: neighbours per query (RangeUDF: 4).
         geometry_channels: width of the encoded relative geometry and of the pooled query feature.
         hidden: widths of the distance MLP after the query position is appended.
+        output_init_scale: factor on the default initialisation of the final linear layer (weights and
+            bias). The targets are small (half the training queries lie within σ = 0.003 of the surface) while
+            a default-initialised output layer predicts values of order 0.5, far beyond the loss's clamp; at
+            0.01 the first predictions are of the targets' order and every query has a useful gradient from
+            the first step (CAP-UDF, GeoUDF and ConvONet also start their output layers small or at zero).
+            ``benchmarks/bench_geometry.py`` measures it; 1.0 is PyTorch's default.
         knn_backend: forced kNN backend, ``None`` = automatic.
     """
 
@@ -85,6 +91,7 @@ class UDFDecoder(Configurable, nn.Module):
         k: int = 4,
         geometry_channels: int = 32,
         hidden: Sequence[int] = (512, 32, 32),
+        output_init_scale: float = 0.01,
         knn_backend: str | None = None,
     ) -> None:
         super().__init__()
@@ -93,6 +100,9 @@ class UDFDecoder(Configurable, nn.Module):
         self.pool = AttentionPooling(geometry_channels + feature_channels, geometry_channels)
         self.mlp = shared_mlp([geometry_channels + 3, *hidden])
         self.out = nn.Linear(hidden[-1], 1)
+        with torch.no_grad():
+            self.out.weight.mul_(output_init_scale)
+            self.out.bias.mul_(output_init_scale)
 
     def forward(
         self,

@@ -1,6 +1,7 @@
-"""LightningModules: geometry pre-training, frozen tuning and contextualised tuning."""
+"""LightningModules of the three stages, the geometry path they share, and their callbacks."""
 
-from ctxir.tasks.callbacks import BestAndLastCheckpoint
+from ctxir.tasks.backbone import GeometryBackbone, WrongStageError
+from ctxir.tasks.callbacks import BestAndLastCheckpoint, TestReport
 from ctxir.tasks.checkpoint import CheckpointMismatchError, strip_encoder
 from ctxir.tasks.encodings import EncodingWriter
 from ctxir.tasks.reconstructor import UDFReconstructor
@@ -12,7 +13,10 @@ __all__ = [
     "ContextualisedTuner",
     "EncodingWriter",
     "FrozenSemanticTuner",
+    "GeometryBackbone",
     "SemanticTuner",
+    "TestReport",
     "UDFReconstructor",
+    "WrongStageError",
     "strip_encoder",
 ]

@@ -1,4 +1,4 @@
-"""Checkpointing that keeps both the best model and the latest state."""
+"""Callbacks of the shipped configs: best and latest checkpoints, and the Table 1 report of a test run."""
 
 from __future__ import annotations
 
@@ -7,34 +7,51 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ctxir.eval.report import table1_line
+
 
 class BestAndLastCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` always holds the latest state, so ``--ckpt_path last`` resumes.
+    """``best.ckpt`` on the monitored metric and ``last.ckpt`` holding the latest state, from one config entry.
 
-    Since Lightning 2.5, ``save_last=True`` writes ``last.ckpt`` only when a top-k checkpoint is written: with a
-    monitored metric that stops improving, ``last.ckpt`` stays at the best epoch and a resumed fit would
-    silently repeat epochs (measured: the synthetic geometry run's ``last.ckpt`` stayed at epoch 14 of 25). This
-    subclass also writes ``last.ckpt`` at every validation end and, with ``every_n_train_steps``, after every
-    n-th step, while the best checkpoint follows the monitored metric as usual. Same arguments as
-    ``ModelCheckpoint``; ``save_last`` defaults to ``True``.
+    Lightning's own ``save_last=True`` rewrites ``last.ckpt`` only when a new best is written (measured on 2.6:
+    with a metric that stops improving, ``last.ckpt`` stayed at the best epoch and ``--ckpt_path last`` would
+    silently repeat epochs). This callback is a plain ``ModelCheckpoint`` for the best model (its arguments),
+    and at ``setup`` adds a second plain ``ModelCheckpoint`` to the trainer — same folder, no monitor, file
+    ``last.ckpt`` — that saves after every epoch or, with ``every_n_train_steps``, every n optimiser steps.
+    Both are public Lightning API; ``--ckpt_path last`` finds ``last.ckpt`` in the folder.
+
+    Args:
+        every_n_train_steps: how often ``last.ckpt`` is written (``None``: after every epoch).
+        **kwargs: ``ModelCheckpoint``'s arguments for the best checkpoint (``dirpath``, ``filename``,
+            ``monitor``, ``mode``, ...); ``save_last`` is not used.
     """
 
-    def __init__(self, *args: Any, save_last: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, save_last=save_last, **kwargs)
+    def __init__(self, *, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        if kwargs.get("save_last"):
+            raise ValueError("BestAndLastCheckpoint writes last.ckpt itself; do not set save_last")
+        super().__init__(**kwargs)
+        self.last_every_n_train_steps = every_n_train_steps
+        self.latest: ModelCheckpoint | None = None
 
-    def _save_latest(self, trainer: L.Trainer) -> None:
-        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
-            return
-        step_of_best_logic = self._last_global_step_saved
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        self._last_global_step_saved = step_of_best_logic  # the monitored checkpoint must still be considered
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.latest is None:
+            steps = self.last_every_n_train_steps
+            self.latest = ModelCheckpoint(
+                dirpath=self.dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
+                enable_version_counter=False, every_n_train_steps=steps, every_n_epochs=None if steps else 1,
+                save_on_train_epoch_end=True,  # every epoch, also when validation runs less often
+            )
+            trainer.callbacks.append(self.latest)  # visited by the hooks from now on, setup included
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
-        every = self._every_n_train_steps
-        if every >= 1 and trainer.global_step % every == 0:
-            self._save_latest(trainer)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        self._save_latest(trainer)
+class TestReport(L.Callback):
+    """Print a test run's metrics as the paper's Table 1 row (rank 0 only), e.g.
+    ``ContextualisedTuner test (8 scenes): CD-L1 ×10² 0.712 | … | mIoU 0.412``."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {key.removeprefix("test/"): float(value) for key, value in trainer.callback_metrics.items()
+                   if key.startswith("test/")}
+        if trainer.is_global_zero and metrics:
+            scenes = int(metrics.pop("num_scenes", 0))
+            print(f"\n{type(pl_module).__name__} test ({scenes} scenes): {table1_line(metrics)}")

@@ -9,6 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ctxir.core.io import atomic_write
+
+ENCODER_PREFIX = "geometry.encoder"
+"""State-dict prefix of the encoder weights in every task's checkpoint."""
+UDF_DECODER_PREFIX = "geometry.udf_decoder"
+"""State-dict prefix of the UDF decoder weights."""
+
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint's weights do not fit the module they are loaded into."""
@@ -62,18 +69,28 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str
     module.load_state_dict(state, strict=True)
 
 
+STAGE_KEY = "ctxir_stage"
+"""Checkpoint entry naming the task stage that wrote it (see :data:`STAGES`)."""
+
+STAGES: tuple[str, ...] = ("geometry", "joint", "frozen", "unfrozen", "context")
+"""Stages a checkpoint can come from: geometry pre-training, the joint baseline, frozen tuning, the unfrozen-encoder
+row, contextualised tuning."""
+
+
+def checkpoint_stage(checkpoint: Mapping[str, Any]) -> str | None:
+    """The stage recorded in a checkpoint (``None`` for a checkpoint that records none)."""
+    stage = checkpoint.get(STAGE_KEY)
+    return str(stage) if stage is not None else None
+
+
 def strip_encoder(source: str | Path, target: str | Path) -> Path:
     """Copy a :class:`~ctxir.tasks.UDFReconstructor` checkpoint without its encoder weights.
 
     What a tuner needs when the scenes' encodings were written to disk (:class:`~ctxir.tasks.EncodingWriter`):
-    the UDF decoder and the architecture specs, but neither the encoder nor the training data. Written under a
-    temporary name and renamed.
+    the UDF decoder and the architecture specs, but neither the encoder nor the training data. Written
+    atomically.
     """
     checkpoint = read_checkpoint(source)
-    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(target)
-    return target
+    head = f"{ENCODER_PREFIX}."
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(head)}
+    return atomic_write(target, lambda temporary: torch.save(checkpoint, temporary))

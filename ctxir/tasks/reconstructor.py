@@ -2,36 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ctxir.nn.config import build_module, module_spec
-from ctxir.nn.decoders import query_neighbours
+from ctxir.data.keys import Key
+from ctxir.eval.baselines import plane_fit_udf
+from ctxir.eval.metrics import UDFError
+from ctxir.nn.config import ModuleOrSpec
+from ctxir.tasks.backbone import GeometryBackbone
 from ctxir.tasks.base import Batch, SceneTask, num_clouds
-from ctxir.tasks.losses import UncertaintyWeighting, clamped_l1
-
-ModuleOrSpec = nn.Module | Mapping[str, Any]
+from ctxir.tasks.losses import AboveClamp, ReconstructionLoss, UncertaintyWeighting, segmentation_loss
 
 
 class UDFReconstructor(SceneTask):
     """Encoder → E_g → UDF decoder, trained with the clamped L1 loss.
 
     With a ``semantic_decoder`` it is the paper's joint baseline: the semantic decoder reads E_g too and the
-    two losses are combined by learned uncertainty weights.
+    two losses are combined by learned uncertainty weights (Kendall et al.).
+
+    Validation also logs two UDFs without learning on the same queries, which the model must beat:
+    ``val/baseline/zero_mae`` (predicting 0) and ``val/baseline/plane_fit_mae`` (the distance to the PCA tangent
+    plane of the nearest input point, :func:`~ctxir.eval.baselines.plane_fit_udf`), each also per σ pool.
 
     Args:
         encoder: per-point encoder, called as ``encoder(points, points, point_batch)`` (xyz in, E_g out).
         udf_decoder: a :class:`~ctxir.nn.UDFDecoder` reading E_g.
         semantic_decoder: optional :class:`~ctxir.nn.SemanticDecoder` (joint baseline).
-        lr: Adam learning rate.
-        clamp: distance clamp of the loss (NDF: 0.1).
-        surface_weight: weight of the input points' own distance (target 0) in the loss (RangeUDF: 0.1).
-        class_names: names of the semantic classes (for per-class logging).
-        test_resolution: extraction grid nodes per axis at test time.
-        test_num_points: points sampled on the extracted surface at test time (paper: 100,000).
+        above_clamp: the UDF loss above its clamp, ``"gradient"`` (default) or NDF's ``"flat"``
+            (:func:`~ctxir.tasks.losses.clamped_l1`).
+        surface_weight: weight of the input points' own distance (target 0) in the loss (RangeUDF: 0.1). Default
+            0: on the synthetic rooms the term made the validation error worse (``benchmarks/bench_geometry.py``).
+        weighting_lr: learning rate of the joint baseline's two log-variances. They follow the losses' scales,
+            which differ by about two orders of magnitude (a summed L1 over thousands of queries against one
+            cross-entropy); at the network's learning rate Adam moves them by about ``lr`` per step, too slowly
+            to balance the tasks in a short fit. ``None``: the network's ``lr``.
+        **kwargs: the shared arguments of :class:`~ctxir.tasks.base.SceneTask` (``lr``, ``lr_schedule``, ...).
 
     ``encoder``/``udf_decoder``/``semantic_decoder`` may also be ``{"class_path", "init_args"}`` mappings (how
     they are stored in checkpoints, and how LightningCLI configs write them).
@@ -39,85 +46,125 @@ class UDFReconstructor(SceneTask):
 
     def __init__(
         self,
-        encoder: nn.Module,
-        udf_decoder: nn.Module,
-        semantic_decoder: nn.Module | None = None,
-        lr: float = 1e-3,
-        clamp: float = 0.1,
-        surface_weight: float = 0.1,
-        class_names: Sequence[str] | None = None,
-        test_resolution: int = 256,
-        test_num_points: int = 100000,
+        *,
+        encoder: ModuleOrSpec,
+        udf_decoder: ModuleOrSpec,
+        semantic_decoder: ModuleOrSpec | None = None,
+        above_clamp: AboveClamp = "gradient",
+        surface_weight: float = 0.0,
+        weighting_lr: float | None = 0.05,
+        **kwargs: Any,
     ) -> None:
-        encoder, udf_decoder = build_module(encoder), build_module(udf_decoder)
-        semantic_decoder = None if semantic_decoder is None else build_module(semantic_decoder)
-        num_classes = getattr(semantic_decoder, "num_classes", 0)
-        super().__init__(lr, clamp, num_classes, class_names, test_resolution, test_num_points)
-        self.save_hyperparameters(ignore=["encoder", "udf_decoder", "semantic_decoder"])
-        self.hparams["encoder"] = module_spec(encoder)
-        self.hparams["udf_decoder"] = module_spec(udf_decoder)
-        self.hparams["semantic_decoder"] = None if semantic_decoder is None else module_spec(semantic_decoder)
-        self.encoder, self.udf_decoder, self.semantic_decoder = encoder, udf_decoder, semantic_decoder
-        self.surface_weight = surface_weight
-        self.loss_weighting = UncertaintyWeighting(2) if semantic_decoder is not None else None
-        if semantic_decoder is not None:
-            self.monitor, self.monitor_mode = "val/miou", "max"
-        else:
-            self.monitor, self.monitor_mode = "val/udf_mae", "min"
+        super().__init__(
+            modules={"encoder": encoder, "udf_decoder": udf_decoder, "semantic_decoder": semantic_decoder}, **kwargs
+        )
 
-    def encode(self, batch: Batch) -> Tensor:
-        """E_g of the batch's input points, ``(ΣN, d)``."""
-        return self.encoder(batch["points"], batch["points"], batch["point_batch"])
+    @property
+    def stage(self) -> str:  # type: ignore[override]
+        return "joint" if self.semantic_decoder is not None else "geometry"
+
+    @property
+    def monitor(self) -> str:  # type: ignore[override]
+        return "val/miou" if self.semantic_decoder is not None else "val/udf_mae"
+
+    @property
+    def monitor_mode(self) -> str:  # type: ignore[override]
+        return "max" if self.semantic_decoder is not None else "min"
+
+    def configure_models(self) -> None:
+        self.geometry = GeometryBackbone(self.given["encoder"], self.given["udf_decoder"])
+        self.semantic_decoder = self.given["semantic_decoder"]
+
+    def module_specs(self) -> dict[str, Any]:
+        return {**super().module_specs(), "semantic_decoder": self.semantic_decoder}
+
+    def configure_losses(self) -> None:
+        self.reconstruction_loss = ReconstructionLoss(
+            self.hparams.clamp, self.hparams.above_clamp, self.hparams.surface_weight
+        )
+        self.segmentation_loss = segmentation_loss() if self.semantic_decoder is not None else None
+        self.loss_weighting = UncertaintyWeighting(2) if self.semantic_decoder is not None else None
+
+    def configure_metrics(self) -> None:
+        super().configure_metrics()
+        self.val_zero_error = UDFError(self.val_udf_error.num_bands, self.hparams.clamp)
+        self.val_plane_fit_error = UDFError(self.val_udf_error.num_bands, self.hparams.clamp)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.val_zero_error.num_bands != self.val_udf_error.num_bands:
+            self.val_zero_error = UDFError(self.val_udf_error.num_bands, self.hparams.clamp)
+            self.val_plane_fit_error = UDFError(self.val_udf_error.num_bands, self.hparams.clamp)
+
+    def optimiser_groups(self) -> list[dict[str, Any]]:
+        """The network's parameters, and the log-variances at ``weighting_lr`` (joint baseline)."""
+        if self.loss_weighting is None or self.hparams.weighting_lr is None:
+            return super().optimiser_groups()
+        weighting = list(self.loss_weighting.parameters())
+        network = [p for p in self.parameters() if p.requires_grad and all(p is not w for w in weighting)]
+        return [{"params": network}, {"params": weighting, "lr": self.hparams.weighting_lr}]
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        """Encodings, query distances (and before the final ReLU) and (joint baseline) query logits of a batch."""
-        points, pb = batch["points"], batch["point_batch"]
-        encodings = self.encode(batch)
-        neighbours = query_neighbours(points, batch["queries"], pb, batch["query_batch"], self.udf_decoder.k)
-        raw = self.udf_decoder(points, encodings, batch["queries"], neighbours=neighbours, rectify=False)
-        out = {"encodings": encodings, "udf_raw": raw, "udf": torch.relu(raw)}
+        """Encodings, query distances (``udf``; before the final ReLU ``udf_raw``) and, for the joint baseline,
+        query logits. In training with a surface term, the input points are scored in the same decoder call."""
+        points, pb = batch[Key.POINTS], batch[Key.POINT_BATCH]
+        queries, qb = batch[Key.QUERIES], batch[Key.QUERY_BATCH]
+        encodings = self.geometry.encode(points, pb)
+        neighbours = self.geometry.neighbours(points, queries, pb, qb)
+        out: dict[str, Tensor] = {"encodings": encodings}
+        if self.training and self.hparams.surface_weight:
+            # queries and surface points as one decoder batch (one BatchNorm batch composition)
+            both, both_batch = torch.cat([queries, points]), torch.cat([qb, pb])
+            order = torch.argsort(both_batch, stable=True)
+            raw = torch.empty(len(both), device=points.device, dtype=points.dtype)
+            raw[order] = self.geometry.distance(points, encodings, both[order], pb, both_batch[order], rectify=False)
+            out["udf_raw"], out["surface_raw"] = raw[: len(queries)], raw[len(queries):]
+        else:
+            out["udf_raw"] = self.geometry.distance(points, encodings, queries, neighbours=neighbours, rectify=False)
+        out["udf"] = torch.relu(out["udf_raw"])
         if self.semantic_decoder is not None:
-            out["logits"] = self.semantic_decoder(points, encodings, batch["queries"], neighbours=neighbours)
+            out["logits"] = self.semantic_decoder(points, encodings, queries, neighbours=neighbours)
         return out
 
-    def _losses(self, batch: Batch, out: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The clamped L1 reads the UDF before its final ReLU (``out["udf_raw"]``): equal to the rectified loss
-        wherever the prediction is ≥ 0, but a query predicted below zero still gets a gradient. With the
-        rectified output the decoder can fall into the all-zero solution and never leave it (measured: every
-        query at 0 after 30 steps on the synthetic rooms, the loss stuck at the trivial value)."""
-        clouds = num_clouds(batch)
-        losses = {"udf_loss": clamped_l1(out["udf_raw"], batch["query_udf"], clouds, self.clamp)}
-        if self.surface_weight and self.training:
-            points, pb = batch["points"], batch["point_batch"]
-            on_surface = self.udf_decoder(points, out["encodings"], points, pb, pb, rectify=False)
-            losses["surface_loss"] = clamped_l1(on_surface, torch.zeros_like(on_surface), clouds, self.clamp)
-            reconstruction = losses["udf_loss"] + self.surface_weight * losses["surface_loss"]
-        else:
-            reconstruction = losses["udf_loss"]
+    def losses(self, batch: Batch, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The loss terms; the UDF terms read the values before the final ReLU (queries predicted below zero
+        keep a gradient; with the rectified output the decoder can fall into the all-zero solution)."""
+        losses = self.reconstruction_loss(out["udf_raw"], batch[Key.QUERY_UDF], num_clouds(batch), out.get("surface_raw"))
+        reconstruction = losses.pop("reconstruction")
         if self.loss_weighting is None:
             losses["loss"] = reconstruction
         else:
-            losses["seg_loss"] = nn.functional.cross_entropy(out["logits"], batch["query_labels"], ignore_index=-1)
+            assert self.segmentation_loss is not None
+            losses["seg_loss"] = self.segmentation_loss(out["logits"], batch[Key.QUERY_LABELS])
             losses["loss"] = self.loss_weighting(reconstruction, losses["seg_loss"])
         return losses
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        losses = self._losses(batch, self(batch))
+        losses = self.losses(batch, self(batch))
         self.log_losses("train", losses, num_clouds(batch))
         return losses["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self(batch)
-        self.log_losses("val", self._losses(batch, out), num_clouds(batch))
-        self.update_udf_metrics(out["udf"], batch["query_udf"])
+        self.log_losses("val", self.losses(batch, out), num_clouds(batch))
+        self.update_udf_metrics(out["udf"], batch)
+        band, target = batch[Key.QUERY_BAND], batch[Key.QUERY_UDF]
+        self.val_zero_error.update(torch.zeros_like(target), target, band)
+        plane = plane_fit_udf(batch[Key.POINTS], batch[Key.QUERIES], batch[Key.POINT_BATCH], batch[Key.QUERY_BATCH])
+        self.val_plane_fit_error.update(plane, target, band)
         if "logits" in out:
-            self.update_semantic_metrics(out["logits"], batch["query_labels"])
+            self.update_semantic_metrics(out["logits"], batch[Key.QUERY_LABELS])
 
-    def scene_fields(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
-        encodings = self.encode(batch)
-        return encodings, encodings if self.semantic_decoder is not None else None
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.val_zero_error.update_called:
+            self.log_udf_error(self.val_zero_error, "val/baseline/zero_mae")
+            self.log_udf_error(self.val_plane_fit_error, "val/baseline/plane_fit_mae")
+
+    def semantic_features(self, batch: Batch, encodings: Tensor) -> Tensor | None:
+        return encodings if self.semantic_decoder is not None else None
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Input points and their encodings E_g (what :class:`~ctxir.tasks.EncodingWriter` stores)."""
-        return {"scene": batch["scene"], "points": batch["points"], "point_batch": batch["point_batch"],
-                "encodings": self.encode(batch)}
+        return {Key.SCENE: batch[Key.SCENE], Key.POINTS: batch[Key.POINTS], Key.POINT_BATCH: batch[Key.POINT_BATCH],
+                Key.ENCODINGS: self.geometry.encode(batch[Key.POINTS], batch[Key.POINT_BATCH])}

@@ -1,140 +1,98 @@
 """Stages 2 and 3: semantics on frozen geometric encodings, directly or through the context module.
 
-Both tuners restore the encoder and the UDF decoder of a :class:`~ctxir.tasks.UDFReconstructor` checkpoint
-and freeze them: ``requires_grad=False`` and eval mode, kept through Lightning's ``.train()`` calls, so their
-weights and BatchNorm statistics never move and reconstruction stays exactly that of geometry pre-training.
+Both tuners restore the encoder and the UDF decoder of a geometry checkpoint into a frozen
+:class:`~ctxir.tasks.backbone.GeometryBackbone`, so reconstruction stays exactly that of geometry
+pre-training; they add a semantic decoder (and the context module), trained with cross-entropy.
 
-*Tuning without the encoder*: when batches carry precomputed ``encodings`` (written by
+*Tuning without the encoder*: when batches carry stored ``encodings`` (written by
 :class:`~ctxir.tasks.EncodingWriter`, read back with the DataModule's ``encodings_dir``), the encoder is not
 run, and a checkpoint without encoder weights is accepted — only encodings and the UDF decoder are needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ctxir.nn.config import build_module, module_spec
-from ctxir.nn.decoders import query_neighbours
+from ctxir.data.keys import Key
+from ctxir.nn.config import ModuleOrSpec
+from ctxir.tasks.backbone import GEOMETRY_STAGES, GeometryBackbone
 from ctxir.tasks.base import Batch, SceneTask, num_clouds
-from ctxir.tasks.checkpoint import load_strict, read_checkpoint, sub_state_dict
+from ctxir.tasks.losses import segmentation_loss
 
 
 class SemanticTuner(SceneTask):
-    """Shared restore/freeze/train logic; subclasses define the semantic features read by the decoder."""
+    """What both tuners share: the restored geometry path, the semantic loss and the validation logic.
+
+    ``encoder``/``udf_decoder`` are architecture specs: filled in from ``reconstructor_ckpt`` at the first
+    construction and stored in the tuner's own checkpoints, from which it rebuilds without the reconstructor
+    checkpoint (the weights then come from the tuner's state dict).
+    """
 
     monitor, monitor_mode = "val/miou", "max"
+    geometry_stages: tuple[str, ...] = (*GEOMETRY_STAGES, "joint")
+    """Stages whose checkpoints may be restored as the geometry (the joint baseline's encoder and UDF decoder
+    are a geometry model too)."""
 
     def __init__(
-        self,
-        semantic_decoder: nn.Module,
-        reconstructor_ckpt: str | None,
-        encoder: nn.Module | Mapping[str, Any] | None,
-        udf_decoder: nn.Module | Mapping[str, Any] | None,
-        freeze_encoder: bool,
-        lr: float,
-        clamp: float,
-        class_names: Sequence[str] | None,
-        test_resolution: int,
-        test_num_points: int,
+        self, *, modules: Mapping[str, ModuleOrSpec | None], reconstructor_ckpt: str | None, **kwargs: Any
     ) -> None:
-        semantic_decoder = build_module(semantic_decoder)
-        super().__init__(lr, clamp, semantic_decoder.num_classes, class_names, test_resolution, test_num_points)
-        if udf_decoder is None:  # first construction: architecture and weights from the reconstructor
-            if reconstructor_ckpt is None:
-                raise ValueError("give reconstructor_ckpt (a UDFReconstructor checkpoint) to restore from")
-            encoder, udf_decoder = self._restore(reconstructor_ckpt)
-        else:  # rebuilt from this tuner's own checkpoint: the weights follow from its state dict
-            encoder = None if encoder is None else build_module(encoder)
-            udf_decoder = build_module(udf_decoder)
-        if encoder is None and not freeze_encoder:
-            raise ValueError("freeze_encoder=False needs the encoder, but the checkpoint has no encoder weights")
-        self.encoder, self.udf_decoder, self.semantic_decoder = encoder, udf_decoder, semantic_decoder
-        self.freeze_encoder = freeze_encoder
-        self.save_hyperparameters(ignore=["semantic_decoder", "encoder", "udf_decoder"])
-        self.hparams["semantic_decoder"] = module_spec(semantic_decoder)
-        self.hparams["encoder"] = None if encoder is None else module_spec(encoder)
-        self.hparams["udf_decoder"] = module_spec(udf_decoder)
-        for module in self.frozen_modules():
-            module.requires_grad_(False)
-            module.eval()
+        super().__init__(modules=modules, **kwargs)
 
-    @staticmethod
-    def _restore(path: str) -> tuple[nn.Module | None, nn.Module]:
-        checkpoint = read_checkpoint(path)
-        hparams, state = checkpoint.get("hyper_parameters", {}), checkpoint["state_dict"]
-        if not hparams.get("udf_decoder"):
-            raise ValueError(f"{path}: not a UDFReconstructor checkpoint (no udf_decoder in its hyper-parameters)")
-        udf_decoder = build_module(hparams["udf_decoder"])
-        load_strict(udf_decoder, sub_state_dict(state, "udf_decoder"), str(path), "udf_decoder")
-        encoder_state = sub_state_dict(state, "encoder")
-        encoder = None
-        if encoder_state:  # absent: encodings are read from disk instead
-            encoder = build_module(hparams["encoder"])
-            load_strict(encoder, encoder_state, str(path), "encoder")
-        return encoder, udf_decoder
+    @property
+    def train_encoder(self) -> bool:
+        """Whether the encoder is trained (only the unfrozen-encoder row)."""
+        return False
+
+    def configure_models(self) -> None:
+        """The geometry path (restored, or rebuilt from stored specs) and the semantic decoder."""
+        if self.given["udf_decoder"] is None:  # first construction: architecture and weights from the checkpoint
+            if self.hparams.reconstructor_ckpt is None:
+                raise ValueError("give reconstructor_ckpt (a geometry checkpoint) to restore the geometry from")
+            self.geometry = GeometryBackbone.restore(
+                self.hparams.reconstructor_ckpt, train_encoder=self.train_encoder, stages=self.geometry_stages
+            )
+        else:
+            self.geometry = GeometryBackbone(
+                self.given["encoder"], self.given["udf_decoder"], train_encoder=self.train_encoder,
+                train_decoder=False,
+            )
+        self.semantic_decoder = self.given["semantic_decoder"]
+
+    def module_specs(self) -> dict[str, nn.Module | None]:
+        return {**super().module_specs(), "semantic_decoder": self.semantic_decoder}
+
+    def configure_losses(self) -> None:
+        self.segmentation_loss = segmentation_loss()
 
     def frozen_modules(self) -> list[nn.Module]:
         """The modules whose weights and BatchNorm statistics must not change."""
-        modules = [self.udf_decoder]
-        if self.encoder is not None and self.freeze_encoder:
-            modules.append(self.encoder)
-        return modules
-
-    def train(self, mode: bool = True) -> SemanticTuner:
-        """Switch training mode, keeping the frozen modules in eval mode."""
-        super().train(mode)
-        for module in self.frozen_modules():
-            module.eval()
-        return self
-
-    def geometric_encodings(self, batch: Batch) -> Tensor:
-        """E_g: read from the batch when precomputed, otherwise computed by the (frozen) encoder."""
-        if "encodings" in batch:
-            return batch["encodings"]
-        if self.encoder is None:
-            raise RuntimeError(
-                "this tuner has no encoder (its checkpoint had no encoder weights): the DataModule must provide "
-                "precomputed encodings (set its encodings_dir)"
-            )
-        with torch.set_grad_enabled(self.training and not self.freeze_encoder and torch.is_grad_enabled()):
-            return self.encoder(batch["points"], batch["points"], batch["point_batch"])
-
-    def semantic_features(self, batch: Batch, encodings: Tensor) -> Tensor:
-        """The per-point features the semantic decoder reads."""
-        raise NotImplementedError
-
-    def scene_fields(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
-        encodings = self.geometric_encodings(batch)
-        return encodings, self.semantic_features(batch, encodings)
+        return self.geometry.frozen_modules()
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        points, pb = batch["points"], batch["point_batch"]
-        encodings = self.geometric_encodings(batch)
-        neighbours = query_neighbours(points, batch["queries"], pb, batch["query_batch"], self.udf_decoder.k)
+        points, pb = batch[Key.POINTS], batch[Key.POINT_BATCH]
+        encodings = self.geometry.encode(points, pb, batch.get(Key.ENCODINGS))
+        neighbours = self.geometry.neighbours(points, batch[Key.QUERIES], pb, batch[Key.QUERY_BATCH])
         features = self.semantic_features(batch, encodings)
-        return {
-            "encodings": encodings,
-            "logits": self.semantic_decoder(points, features, batch["queries"], neighbours=neighbours),
-            "neighbours": neighbours,
-        }
+        logits = self.semantic_decoder(points, features, batch[Key.QUERIES], neighbours=neighbours)
+        return {"encodings": encodings, "logits": logits, "neighbours": neighbours}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        out = self(batch)
-        loss = nn.functional.cross_entropy(out["logits"], batch["query_labels"], ignore_index=-1)
+        loss = self.segmentation_loss(self(batch)["logits"], batch[Key.QUERY_LABELS])
         self.log_losses("train", {"loss": loss}, num_clouds(batch))
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self(batch)
-        loss = nn.functional.cross_entropy(out["logits"], batch["query_labels"], ignore_index=-1)
+        loss = self.segmentation_loss(out["logits"], batch[Key.QUERY_LABELS])
         self.log_losses("val", {"loss": loss}, num_clouds(batch))
-        self.update_semantic_metrics(out["logits"], batch["query_labels"])
-        udf = self.udf_decoder(batch["points"], out["encodings"], batch["queries"], neighbours=out["neighbours"])
-        self.update_udf_metrics(udf, batch["query_udf"])
+        self.update_semantic_metrics(out["logits"], batch[Key.QUERY_LABELS])
+        udf = self.geometry.distance(batch[Key.POINTS], out["encodings"], batch[Key.QUERIES],
+                                     neighbours=out["neighbours"])
+        self.update_udf_metrics(udf, batch)
 
 
 class FrozenSemanticTuner(SemanticTuner):
@@ -142,33 +100,36 @@ class FrozenSemanticTuner(SemanticTuner):
 
     Args:
         semantic_decoder: a :class:`~ctxir.nn.SemanticDecoder` with ``feature_channels = d``.
-        reconstructor_ckpt: the :class:`~ctxir.tasks.UDFReconstructor` checkpoint to restore.
+        reconstructor_ckpt: the geometry checkpoint to restore (a joint baseline's is accepted too: its
+            encoder and UDF decoder are a geometry model).
         freeze_encoder: ``False`` gives the paper's "unfrozen encoder" row: the encoder is trained by the
             segmentation loss alone (no geometric supervision; the UDF decoder stays frozen).
-        lr: Adam learning rate.
-        clamp: distance clamp of the logged UDF error.
-        class_names: names of the classes (per-class logging).
-        test_resolution: extraction grid nodes per axis at test time.
-        test_num_points: points sampled on the extracted surface at test time (paper: 100,000).
-        encoder, udf_decoder: architecture specs; filled in from the reconstructor and stored in this task's
-            checkpoints (leave unset).
+        encoder, udf_decoder: architecture specs; filled in from the checkpoint (leave unset).
+        **kwargs: the shared arguments of :class:`~ctxir.tasks.base.SceneTask` (``lr``, ``lr_schedule``, ...).
     """
 
     def __init__(
         self,
-        semantic_decoder: nn.Module,
+        *,
+        semantic_decoder: ModuleOrSpec,
         reconstructor_ckpt: str | None = None,
         freeze_encoder: bool = True,
-        lr: float = 1e-3,
-        clamp: float = 0.1,
-        class_names: Sequence[str] | None = None,
-        test_resolution: int = 256,
-        test_num_points: int = 100000,
         encoder: Mapping[str, Any] | None = None,
         udf_decoder: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(semantic_decoder, reconstructor_ckpt, encoder, udf_decoder, freeze_encoder, lr, clamp,
-                         class_names, test_resolution, test_num_points)
+        super().__init__(
+            modules={"semantic_decoder": semantic_decoder, "encoder": encoder, "udf_decoder": udf_decoder},
+            reconstructor_ckpt=reconstructor_ckpt, **kwargs,
+        )
+
+    @property
+    def train_encoder(self) -> bool:
+        return not self.hparams.freeze_encoder
+
+    @property
+    def stage(self) -> str:  # type: ignore[override]
+        return "unfrozen" if self.train_encoder else "frozen"
 
     def semantic_features(self, batch: Batch, encodings: Tensor) -> Tensor:
         return encodings
@@ -180,33 +141,32 @@ class ContextualisedTuner(SemanticTuner):
     Args:
         context_module: a :class:`~ctxir.nn.ContextModule` (``in_channels = d``, ``out_channels = l``).
         semantic_decoder: a :class:`~ctxir.nn.SemanticDecoder` with ``feature_channels = d + l``.
-        reconstructor_ckpt: the :class:`~ctxir.tasks.UDFReconstructor` checkpoint to restore.
-        lr: Adam learning rate.
-        clamp: distance clamp of the logged UDF error.
-        class_names: names of the classes (per-class logging).
-        test_resolution: extraction grid nodes per axis at test time.
-        test_num_points: points sampled on the extracted surface at test time (paper: 100,000).
-        encoder, udf_decoder: architecture specs; filled in from the reconstructor and stored in this task's
-            checkpoints (leave unset).
+        reconstructor_ckpt: the geometry checkpoint to restore (a joint baseline's is accepted too).
+        encoder, udf_decoder: architecture specs; filled in from the checkpoint (leave unset).
+        **kwargs: the shared arguments of :class:`~ctxir.tasks.base.SceneTask` (``lr``, ``lr_schedule``, ...).
     """
+
+    stage = "context"
 
     def __init__(
         self,
-        context_module: nn.Module,
-        semantic_decoder: nn.Module,
+        *,
+        context_module: ModuleOrSpec,
+        semantic_decoder: ModuleOrSpec,
         reconstructor_ckpt: str | None = None,
-        lr: float = 1e-3,
-        clamp: float = 0.1,
-        class_names: Sequence[str] | None = None,
-        test_resolution: int = 256,
-        test_num_points: int = 100000,
         encoder: Mapping[str, Any] | None = None,
         udf_decoder: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(semantic_decoder, reconstructor_ckpt, encoder, udf_decoder, True, lr, clamp, class_names,
-                         test_resolution, test_num_points)
-        self.context_module = build_module(context_module)
-        self.hparams["context_module"] = module_spec(self.context_module)
+        super().__init__(
+            modules={"context_module": context_module, "semantic_decoder": semantic_decoder, "encoder": encoder,
+                     "udf_decoder": udf_decoder},
+            reconstructor_ckpt=reconstructor_ckpt, **kwargs,
+        )
+
+    def configure_models(self) -> None:
+        super().configure_models()
+        self.context_module = self.given["context_module"]
         expected = self.context_module.in_channels + self.context_module.out_channels
         if self.semantic_decoder.feature_channels != expected:
             raise ValueError(
@@ -214,6 +174,9 @@ class ContextualisedTuner(SemanticTuner):
                 f"{self.context_module.in_channels} + {self.context_module.out_channels} = {expected}"
             )
 
+    def module_specs(self) -> dict[str, nn.Module | None]:
+        return {**super().module_specs(), "context_module": self.context_module}
+
     def semantic_features(self, batch: Batch, encodings: Tensor) -> Tensor:
-        context = self.context_module(batch["points"], encodings, batch["point_batch"])
+        context = self.context_module(batch[Key.POINTS], encodings, batch[Key.POINT_BATCH])
         return torch.cat([encodings, context], dim=1)
