@@ -27,9 +27,9 @@ from ctxir.data.collate import collate_scenes
 from ctxir.data.dataset import DEFAULT_RATIOS, SceneDataset
 from ctxir.data.mesh import LabelledMesh
 from ctxir.data.preprocess import DEFAULT_SIGMAS, preprocess_scenes, preprocessing_params
+from ctxir.data.splits import SPLITS
 from ctxir.data.synthetic import SYNTHETIC_CLASSES, read_synthetic_room
 
-SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 

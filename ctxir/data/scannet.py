@@ -26,7 +26,7 @@ from ctxir.data.errors import CorruptFileError, DatasetNotFoundError
 from ctxir.core.surface import face_majority
 from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, ids_to_classes
 from ctxir.data.ply import read_ply
-from ctxir.data.splits import existing_items, read_split
+from ctxir.data.splits import check_split, existing_items, read_split
 
 CLASS_NAMES: tuple[str, ...] = (
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
@@ -108,8 +108,7 @@ def list_items(root: str | Path, split: str) -> list[str]:
         DatasetNotFoundError: ``root`` or ``root/scans`` is missing or holds no scan.
         ValueError: unknown split.
     """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    check_split(split)
     scans = Path(root) / "scans"
     if not scans.is_dir() or not any(scans.glob("scene*/scene*_vh_clean_2.ply")):
         raise DatasetNotFoundError(scans, LAYOUT)

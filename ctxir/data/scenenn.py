@@ -20,7 +20,7 @@ from ctxir.data.errors import DatasetNotFoundError
 from ctxir.core.surface import face_majority
 from ctxir.data.mesh import LabelledMesh, clean_mesh, ids_to_classes
 from ctxir.data.ply import read_ply
-from ctxir.data.splits import existing_items, read_split
+from ctxir.data.splits import check_split, existing_items, read_split
 
 CLASS_SETS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
     "scannet20": (scannet.NYU40_IDS, scannet.CLASS_NAMES),
@@ -71,8 +71,7 @@ def list_items(root: str | Path, split: str) -> list[str]:
         DatasetNotFoundError: ``root`` is missing or holds no ``<id>/<id>.ply``.
         ValueError: unknown split.
     """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    check_split(split)
     scenes = _scenes_dir(Path(root))
     return existing_items(
         read_split("scenenn", "test" if split == "val" else split),

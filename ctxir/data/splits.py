@@ -37,6 +37,17 @@ def read_split(dataset: str, split: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""The splits every DataModule and reader knows."""
+
+
+def check_split(split: str) -> str:
+    """``split`` itself, or ``ValueError`` unless it is one of :data:`SPLITS`."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+    return split
+
+
 def existing_items(items: list[str], is_present: Callable[[str], bool], where: str) -> list[str]:
     """The items of a split that are present on disk, in split order; one warning says how many are not.
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ctxir.data.errors import CorruptFileError, DatasetNotFoundError
 from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh
-from ctxir.data.splits import existing_items, read_split
+from ctxir.data.splits import check_split, existing_items, read_split
 
 CLASS_NAMES: tuple[str, ...] = (
     "ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa", "bookcase",
@@ -94,8 +94,7 @@ def list_items(root: str | Path, split: str) -> list[str]:
         DatasetNotFoundError: ``root`` is missing or holds no ``area_*/3d/semantic.obj``.
         ValueError: unknown split.
     """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    check_split(split)
     root = Path(root)
     if not root.is_dir() or not any(root.glob("area_*/3d/semantic.obj")):
         raise DatasetNotFoundError(root, LAYOUT)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ctxir.data.mesh import LabelledMesh
+from ctxir.data.splits import SPLITS
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
     "wall",
@@ -458,10 +459,9 @@ def generate_room(seed: int, cell_size: float = 0.25, subdivisions: int = 0, nam
 def synthetic_room_seed(generator_seed: int, unit: str) -> int:
     """Seed of the room named ``unit`` ('train_0003'): distinct per generator seed, split and index."""
     split, _, index = unit.rpartition("_")
-    splits = ("train", "val", "test")
-    if split not in splits or not index.isdigit():
+    if split not in SPLITS or not index.isdigit():
         raise ValueError(f"synthetic room names look like 'train_0003', got {unit!r}")
-    return int(np.random.SeedSequence([generator_seed, splits.index(split), int(index)]).generate_state(1)[0])
+    return int(np.random.SeedSequence([generator_seed, SPLITS.index(split), int(index)]).generate_state(1)[0])
 
 
 def read_synthetic_room(generator_seed: int, cell_size: float, unit: str) -> list[LabelledMesh]:
