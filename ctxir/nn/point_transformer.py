@@ -6,7 +6,8 @@ so the parameter counts match exactly, written in plain PyTorch with two differe
 * every level's neighbourhoods (its self-kNN, the transition-down grouping and the transition-up
   interpolation neighbours) are computed **once** in :func:`build_pyramid` and reused by every block of that
   level, encoder and decoder alike (the published code recomputes them inside every layer);
-* BatchNorm over ``(n, k, C)`` tensors runs on an ``(n·k, C)`` view instead of a transposed copy.
+* BatchNorm over ``(n, k, C)`` tensors runs on an ``(n·k, C)`` view instead of a transposed copy, and the
+  attention layer allocates few such tensors (in-place where autograd allows, never on a view).
 """
 
 from __future__ import annotations
@@ -19,12 +20,22 @@ from torch import Tensor, nn
 
 from ctxir.nn.config import Configurable
 
-from ctxir.nn.ops import batch_to_ptr, farthest_point_sampling, gather_rows, interpolate_knn, knn
+from ctxir.nn.ops import (
+    batch_to_ptr,
+    farthest_point_sampling,
+    gather_rows,
+    interpolate_knn,
+    knn,
+    widening_linear,
+)
 
 
-def _bn_rows(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
-    """BatchNorm over the last (channel) axis of a tensor of any rank."""
-    return bn(x.reshape(-1, x.shape[-1])).view_as(x)
+def _bn_relu_rows(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
+    """ReLU(BatchNorm) over the last (channel) axis of a tensor of any rank.
+
+    The ReLU runs in place on BatchNorm's output (which BatchNorm's backward does not read) before the
+    result is viewed back to ``x``'s shape, so no in-place op ever touches a view."""
+    return torch.relu_(bn(x.reshape(-1, x.shape[-1]))).view_as(x)
 
 
 class PointTransformerLayer(nn.Module):
@@ -48,16 +59,22 @@ class PointTransformerLayer(nn.Module):
         self.w_bn2, self.w_fc2 = nn.BatchNorm1d(groups), nn.Linear(groups, groups)
 
     def forward(self, x: Tensor, pos: Tensor, index: Tensor) -> Tensor:
-        """``x`` (n, C) features, ``pos`` (n, 3), ``index`` (n, k) neighbours (self included) → (n, C)."""
+        """``x`` (n, C) features, ``pos`` (n, 3), ``index`` (n, k) neighbours (self included) → (n, C).
+
+        The (n·k, C) tensors are few and written in place where autograd allows it: the gathered values take
+        δ in place, ``w`` is one allocation that takes δ in place, and ``−q`` is added rather than ``q``
+        subtracted, so that the backward pass sums the broadcast gradient without negating an (n, k, C) copy.
+        """
         n, k = index.shape
+        flat = index.reshape(-1)
         q, key, value = self.linear_q(x), self.linear_k(x), self.linear_v(x)
-        rel = gather_rows(pos, index) - pos.unsqueeze(1)
-        delta = self.pos_fc2(torch.relu(_bn_rows(self.pos_bn, self.pos_fc1(rel))))
-        w = gather_rows(key, index) - q.unsqueeze(1) + delta
-        w = self.w_fc1(torch.relu(_bn_rows(self.w_bn1, w)))
-        w = self.w_fc2(torch.relu(_bn_rows(self.w_bn2, w)))
-        w = torch.softmax(w, dim=1)  # over the neighbours, per channel group
-        grouped = (gather_rows(value, index) + delta).view(n, k, self.share_planes, -1)
+        rel = (pos.index_select(0, flat).view(n, k, 3) - pos.unsqueeze(1)).view(-1, 3)
+        delta = widening_linear(self.pos_fc2, torch.relu_(self.pos_bn(self.pos_fc1(rel))))  # (n·k, C)
+        w = torch.add(key.index_select(0, flat).view(n, k, -1), torch.neg(q).unsqueeze(1))
+        w = w.add_(delta.view(n, k, -1)).view(-1, self.channels)
+        w = self.w_fc2(torch.relu_(self.w_bn2(self.w_fc1(torch.relu_(self.w_bn1(w))))))
+        w = torch.softmax(w.view(n, k, -1), dim=1)  # over the neighbours, per channel group
+        grouped = value.index_select(0, flat).add_(delta).view(n, k, self.share_planes, -1)
         return (grouped * w.unsqueeze(2)).sum(dim=1).reshape(n, self.channels)
 
 
@@ -92,7 +109,7 @@ class TransitionDown(nn.Module):
             return torch.relu(self.bn(self.fc(x)))
         assert group is not None
         grouped = torch.cat([gather_rows(fine_pos, group) - pos.unsqueeze(1), gather_rows(x, group)], dim=-1)
-        return torch.relu(_bn_rows(self.bn, self.fc(grouped))).amax(dim=1)
+        return _bn_relu_rows(self.bn, widening_linear(self.fc, grouped)).amax(dim=1)
 
 
 class TransitionUpHead(nn.Module):
