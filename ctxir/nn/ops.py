@@ -18,11 +18,32 @@ kNN backends (``backend=`` argument, or the ``CTXIR_KNN_BACKEND`` environment va
 ``"auto"`` (default)
     ``kdtree`` on the CPU (measured about 2x faster than torch-cluster's CPU kernel here, see
     ``benchmarks/bench_nn.py``); on other devices ``cluster`` when importable, else ``cdist``.
+
+Farthest point sampling backends (``backend=`` of :func:`farthest_point_sampling`, or ``CTXIR_FPS_BACKEND``),
+all with the same result (same start, same float32 distance arithmetic, first index on ties):
+
+``"numpy"``
+    structure-of-arrays loop in numpy, CPU tensors only (the fastest on the CPU, about 10x torch-cluster's).
+``"torch"``
+    the same loop in torch on the tensors' device, all clouds advancing together.
+``"cluster"``
+    torch-cluster's ``fps`` (one kernel on the GPU), when importable.
+``"auto"`` (default)
+    ``numpy`` on the CPU; elsewhere ``cluster`` when importable, else ``torch``.
+
+Host reads. Output shapes depend on the clouds' sizes, so they must be known on the host; :func:`cloud_sizes`
+reads them (one device-to-host transfer of B integers, which also checks that the batch vector is sorted).
+Every function here takes them as ``sizes`` and then reads nothing else back from the device, so a caller
+that knows them (the encoder reads them once per forward pass and derives every level's) runs kNN, sampling
+and gathers on an accelerator without a round trip. Only torch-cluster's kernels still synchronise inside
+(their outputs are sized on the host).
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -32,6 +53,8 @@ from torch import Tensor, nn
 Backend = Literal["auto", "cluster", "kdtree", "cdist", "brute"]
 BACKENDS: tuple[str, ...] = ("auto", "cluster", "kdtree", "cdist", "brute")
 BACKEND_ENV = "CTXIR_KNN_BACKEND"
+FPS_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch", "cluster")
+FPS_BACKEND_ENV = "CTXIR_FPS_BACKEND"
 
 try:  # optional accelerator
     import torch_cluster as _torch_cluster
@@ -69,6 +92,44 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     return name
 
 
+def resolve_fps_backend(backend: str | None, device: torch.device) -> str:
+    """Pick the concrete sampling backend from the argument, ``CTXIR_FPS_BACKEND`` or the default rule."""
+    name = backend or os.environ.get(FPS_BACKEND_ENV) or "auto"
+    if name not in FPS_BACKENDS:
+        raise ValueError(f"unknown FPS backend {name!r}; choose one of {FPS_BACKENDS}")
+    if name == "auto":
+        if device.type == "cpu":
+            return "numpy"
+        return "cluster" if has_torch_cluster() else "torch"
+    if name == "cluster" and not has_torch_cluster():
+        raise RuntimeError("FPS backend 'cluster' requested but torch-cluster is not installed")
+    if name == "numpy" and device.type != "cpu":
+        raise ValueError("FPS backend 'numpy' only handles CPU tensors; use 'torch' or 'cluster'")
+    return name
+
+
+Sizes = Sequence[int]
+"""Points per cloud, on the host, in batch order."""
+
+
+def cloud_sizes(batch: Tensor, num_clouds: int = 0) -> list[int]:
+    """Points per cloud of a sorted batch-index vector, read to the host in one transfer.
+
+    ``num_clouds`` pads the list with empty clouds up to that length. Raises ``ValueError`` if ``batch`` is
+    not sorted (clouds must be concatenated one after another)."""
+    counts = torch.bincount(batch, minlength=num_clouds)
+    unsorted = (batch[1:] < batch[:-1]).any().to(counts.dtype).reshape(1)
+    *sizes, flag = torch.cat([counts, unsorted]).tolist()
+    if flag:
+        raise ValueError("batch vectors must be sorted (clouds concatenated one after another)")
+    return sizes
+
+
+def offsets(sizes: Sizes) -> list[int]:
+    """Start of each cloud and the total, ``[0, n_0, n_0 + n_1, …]``."""
+    return [0, *np.cumsum(np.asarray(sizes, dtype=np.int64)).tolist()]
+
+
 def batch_to_ptr(batch: Tensor, num_clouds: int | None = None) -> Tensor:
     """Cloud start offsets ``(B+1,)`` of a sorted batch-index vector."""
     if num_clouds is None:
@@ -81,15 +142,8 @@ def _default_batch(x: Tensor) -> Tensor:
     return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
 
-def _check_sorted(batch: Tensor, name: str) -> None:
-    if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError(f"{name} must be sorted (clouds concatenated one after another)")
-
-
 def _pad_rows(index: Tensor, valid: Tensor) -> Tensor:
     """Replace invalid slots of each row (cloud smaller than k) by the row's last valid neighbour."""
-    if bool(valid.all()):
-        return index
     last = valid.long().sum(1).clamp(min=1) - 1
     filler = index.gather(1, last[:, None]).expand_as(index)
     return torch.where(valid, index, filler)
@@ -107,15 +161,10 @@ def _knn_brute(support: Tensor, query: Tensor, k: int, sb: Tensor, qb: Tensor) -
 
 
 def _knn_cdist(
-    support: Tensor, query: Tensor, k: int, sptr: Tensor, qptr: Tensor, chunk: int
+    support: Tensor, query: Tensor, k: int, sptr: list[int], qptr: list[int], chunk: int
 ) -> Tensor:
     out = torch.empty(query.shape[0], k, dtype=torch.long, device=query.device)
-    for b in range(sptr.numel() - 1):
-        s0, s1, q0, q1 = int(sptr[b]), int(sptr[b + 1]), int(qptr[b]), int(qptr[b + 1])
-        if q1 == q0:
-            continue
-        if s1 == s0:
-            raise ValueError(f"cloud {b} has queries but no support points")
+    for s0, s1, q0, q1 in zip(sptr[:-1], sptr[1:], qptr[:-1], qptr[1:]):
         kk = min(k, s1 - s0)
         sup = support[s0:s1]
         for c0 in range(q0, q1, chunk):
@@ -128,19 +177,15 @@ def _knn_cdist(
     return out
 
 
-def _knn_kdtree(support: Tensor, query: Tensor, k: int, sptr: Tensor, qptr: Tensor) -> Tensor:
+def _knn_kdtree(support: Tensor, query: Tensor, k: int, sptr: list[int], qptr: list[int]) -> Tensor:
     from scipy.spatial import cKDTree
 
     sup = support.detach().double().numpy()
     qry = query.detach().double().numpy()
     out = np.empty((qry.shape[0], k), dtype=np.int64)
-    sptr_l, qptr_l = sptr.tolist(), qptr.tolist()
-    for b in range(len(sptr_l) - 1):
-        s0, s1, q0, q1 = sptr_l[b], sptr_l[b + 1], qptr_l[b], qptr_l[b + 1]
+    for s0, s1, q0, q1 in zip(sptr[:-1], sptr[1:], qptr[:-1], qptr[1:]):
         if q1 == q0:
             continue
-        if s1 == s0:
-            raise ValueError(f"cloud {b} has queries but no support points")
         kk = min(k, s1 - s0)
         _, idx = cKDTree(sup[s0:s1]).query(qry[q0:q1], k=kk, workers=-1)
         idx = np.asarray(idx, dtype=np.int64).reshape(q1 - q0, kk) + s0
@@ -150,26 +195,43 @@ def _knn_kdtree(support: Tensor, query: Tensor, k: int, sptr: Tensor, qptr: Tens
     return torch.from_numpy(out)
 
 
-def _knn_cluster(support: Tensor, query: Tensor, k: int, sb: Tensor, qb: Tensor) -> Tensor:
+def _knn_cluster(support: Tensor, query: Tensor, k: int, sb: Tensor, qb: Tensor, num_clouds: int) -> Tensor:
     assert _torch_cluster is not None
-    row, col = _torch_cluster.knn(support, query, k, sb, qb)
+    row, col = _torch_cluster.knn(support, query, k, sb, qb, batch_size=num_clouds)
     # row: query index, col: support index; order inside a query's group is not guaranteed sorted.
     nq = query.shape[0]
+    order = torch.argsort(row, stable=True)
+    row, col = row[order], col[order]
     counts = torch.bincount(row, minlength=nq)
-    if row.numel() > 1 and bool((row[1:] < row[:-1]).any()):
-        order = torch.argsort(row, stable=True)
-        row, col = row[order], col[order]
-    slot = torch.arange(row.numel(), device=row.device) - batch_to_ptr(row, nq)[:-1][row]
+    slot = torch.arange(row.numel(), device=row.device) - (counts.cumsum(0) - counts)[row]
     idx = torch.zeros(nq, k, dtype=torch.long, device=query.device)
     idx[row, slot] = col
     valid = torch.arange(k, device=row.device)[None, :] < counts[:, None]
-    if bool((counts == 0).any()):
-        raise ValueError("a cloud has queries but no support points")
     idx = _pad_rows(idx, valid)
     # sort each row by distance, padded duplicates last (they repeat the farthest valid one)
     d = (support[idx] - query[:, None, :]).pow(2).sum(-1)
     d = d.masked_fill(~valid, float("inf"))
     return idx.gather(1, d.argsort(dim=1, stable=True))
+
+
+def _pair_sizes(support_batch: Tensor, query_batch: Tensor) -> tuple[list[int], list[int]]:
+    """Per-cloud sizes of the support and the query points, padded to the same number of clouds."""
+    support_sizes, query_sizes = cloud_sizes(support_batch), cloud_sizes(query_batch)
+    num_clouds = max(len(support_sizes), len(query_sizes))
+    return (support_sizes + [0] * (num_clouds - len(support_sizes)),
+            query_sizes + [0] * (num_clouds - len(query_sizes)))
+
+
+def _check_pair_sizes(support: Tensor, query: Tensor, sizes: tuple[Sizes, Sizes]) -> None:
+    support_sizes, query_sizes = sizes
+    if len(support_sizes) != len(query_sizes):
+        raise ValueError(f"sizes give {len(support_sizes)} support clouds but {len(query_sizes)} query clouds")
+    if sum(support_sizes) != support.shape[0] or sum(query_sizes) != query.shape[0]:
+        raise ValueError(f"sizes sum to ({sum(support_sizes)}, {sum(query_sizes)}) points, "
+                         f"the inputs have ({support.shape[0]}, {query.shape[0]})")
+    for b, (s, q) in enumerate(zip(support_sizes, query_sizes)):
+        if q and not s:
+            raise ValueError(f"cloud {b} has queries but no support points")
 
 
 @torch.no_grad()
@@ -181,6 +243,7 @@ def knn(
     query_batch: Tensor | None = None,
     backend: str | None = None,
     chunk: int = 4096,
+    sizes: tuple[Sizes, Sizes] | None = None,
 ) -> Tensor:
     """The ``k`` nearest ``support`` points of every ``query`` point, within the same cloud.
 
@@ -192,6 +255,8 @@ def knn(
         query_batch: ``(Q,)`` sorted cloud index of each query point (``None``: one cloud).
         backend: see the module docstring; ``None`` reads ``CTXIR_KNN_BACKEND`` or picks automatically.
         chunk: queries per ``cdist`` block for the ``cdist`` backend.
+        sizes: ``(support sizes, query sizes)`` per cloud on the host, if known (they must describe the batch
+            vectors); otherwise they are read with :func:`cloud_sizes`.
 
     Returns:
         ``(Q, k)`` int64 indices into ``support``, nearest first. When a cloud has fewer than ``k``
@@ -203,17 +268,17 @@ def knn(
         raise ValueError(f"expected (S, D) and (Q, D) points, got {tuple(support.shape)}, {tuple(query.shape)}")
     sb = _default_batch(support) if support_batch is None else support_batch.long()
     qb = _default_batch(query) if query_batch is None else query_batch.long()
-    _check_sorted(sb, "support_batch")
-    _check_sorted(qb, "query_batch")
+    if sizes is None:
+        sizes = _pair_sizes(sb, qb)
+    _check_pair_sizes(support, query, sizes)
     if query.shape[0] == 0:
         return torch.empty(0, k, dtype=torch.long, device=query.device)
     name = resolve_backend(backend, query.device)
     if name == "brute":
         return _knn_brute(support, query, k, sb, qb)
     if name == "cluster":
-        return _knn_cluster(support.float(), query.float(), k, sb, qb)
-    num_clouds = int(max(sb.max(), qb.max())) + 1
-    sptr, qptr = batch_to_ptr(sb, num_clouds).cpu(), batch_to_ptr(qb, num_clouds).cpu()
+        return _knn_cluster(support.float(), query.float(), k, sb, qb, len(sizes[0]))
+    sptr, qptr = offsets(sizes[0]), offsets(sizes[1])
     if name == "kdtree":
         return _knn_kdtree(support, query, k, sptr, qptr)
     return _knn_cdist(support, query, k, sptr, qptr, chunk)
@@ -243,7 +308,10 @@ def _fps_numpy(coords: np.ndarray, mind: np.ndarray, steps: int) -> np.ndarray:
 
 
 def _fps_torch(coords: Tensor, mind: Tensor, steps: int) -> Tensor:
-    """The same loop as :func:`_fps_numpy` in torch, for accelerators."""
+    """The same loop as :func:`_fps_numpy` in torch, on the tensors' device (no host reads).
+
+    Each operation is a separate kernel (no fused multiply-add), so the float32 distances, and with them the
+    choices, equal numpy's bit for bit; ``argmax`` returns the first maximum, as numpy's does."""
     num_clouds = mind.shape[0]
     chosen = torch.zeros(num_clouds, steps, dtype=torch.long, device=mind.device)
     current = torch.zeros(num_clouds, 1, dtype=torch.long, device=mind.device)
@@ -260,40 +328,86 @@ def _fps_torch(coords: Tensor, mind: Tensor, steps: int) -> Tensor:
     return chosen
 
 
-@torch.no_grad()
-def farthest_point_sampling(pos: Tensor, batch: Tensor | None, ratio: float) -> Tensor:
-    """Farthest point sampling, per cloud, starting deterministically at each cloud's first point.
+def sampled_sizes(sizes: Sizes, ratio: float) -> list[int]:
+    """Points farthest point sampling keeps per cloud: ``max(1, floor(n · ratio))``, 0 for an empty cloud."""
+    return [max(1, math.floor(n * ratio)) if n else 0 for n in sizes]
 
-    All clouds advance together: one vectorised distance update per sample, padding masked out.
+
+def _host_index(counts: Sizes, starts: Sizes, device: torch.device) -> Tensor:
+    """``[starts[b] + j for b, for j < counts[b]]`` built on the host and copied to ``device``."""
+    counts_np = np.asarray(counts, dtype=np.int64)
+    local = np.arange(counts_np.sum()) - np.repeat(np.cumsum(counts_np) - counts_np, counts_np)
+    index = local + np.repeat(np.asarray(starts, dtype=np.int64), counts_np)
+    return torch.from_numpy(index).to(device, non_blocking=True)
+
+
+def _padded_clouds(pos: Tensor, sizes: Sizes) -> tuple[Tensor, Tensor]:
+    """Clouds as float32 ``coords`` (3, B, n_max) and running min-distances (B, n_max): +inf for points,
+    −1 for padding (never picked)."""
+    n_max = max(sizes)
+    num_clouds = len(sizes)
+    slots = _host_index(sizes, [b * n_max for b in range(num_clouds)], pos.device)
+    coords = pos.new_zeros(3, num_clouds * n_max, dtype=torch.float32)
+    coords[:, slots] = pos.float().T
+    mind = torch.full((num_clouds * n_max,), -1.0, device=pos.device)
+    mind[slots] = float("inf")
+    return coords.view(3, num_clouds, n_max), mind.view(num_clouds, n_max)
+
+
+def _fps_cluster(pos: Tensor, sizes: Sizes, keep: Sizes, ratio: float) -> Tensor:
+    """torch-cluster's FPS from each cloud's first point; it keeps ``ceil(n · ratio)`` (float32) per cloud,
+    a prefix of the same sequence, so the first ``keep`` of each are taken."""
+    assert _torch_cluster is not None
+    ptr = torch.tensor(offsets(sizes), device=pos.device)
+    out = _torch_cluster.fps(pos.float(), ptr=ptr, ratio=float(ratio), random_start=False)
+    produced = np.ceil(np.asarray(sizes, dtype=np.float32) * np.float32(ratio)).astype(np.int64)
+    if int(produced.sum()) != out.shape[0]:
+        raise RuntimeError(f"torch-cluster's fps returned {out.shape[0]} samples, expected {int(produced.sum())}")
+    return out[_host_index(keep, offsets(produced.tolist())[:-1], pos.device)]
+
+
+@torch.no_grad()
+def farthest_point_sampling(
+    pos: Tensor,
+    batch: Tensor | None,
+    ratio: float,
+    *,
+    sizes: Sizes | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """Farthest point sampling, per cloud, starting deterministically at each cloud's first point.
 
     Args:
         pos: ``(N, 3)`` points.
         batch: ``(N,)`` sorted cloud index (``None``: one cloud).
         ratio: fraction kept; each cloud keeps ``max(1, floor(n_b * ratio))`` points.
+        sizes: points per cloud on the host, if known (then ``batch`` is not read); see :func:`cloud_sizes`.
+        backend: ``"numpy"``, ``"torch"``, ``"cluster"`` or ``"auto"`` (module docstring); ``None`` reads
+            ``CTXIR_FPS_BACKEND``.
 
     Returns:
         ``(M,)`` int64 indices into ``pos``, grouped by cloud in order, each cloud's in sampling order.
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-    batch = _default_batch(pos) if batch is None else batch.long()
-    _check_sorted(batch, "batch")
-    ptr = batch_to_ptr(batch)
-    counts = ptr[1:] - ptr[:-1]
-    keep = torch.clamp(torch.floor(counts.double() * ratio).long(), min=1)
-    keep = torch.where(counts > 0, keep, torch.zeros_like(keep))
-    n_max, steps = int(counts.max()), int(keep.max())
-    local = torch.arange(pos.shape[0], device=pos.device) - ptr[:-1][batch]
-    coords = pos.new_zeros(3, counts.numel(), n_max, dtype=torch.float32)
-    coords[:, batch, local] = pos.float().T
-    mind = torch.full((counts.numel(), n_max), float("inf"), device=pos.device)
-    mind[torch.arange(n_max, device=pos.device)[None, :] >= counts[:, None]] = -1.0  # padding never picked
-    if pos.device.type == "cpu":
-        chosen = torch.from_numpy(_fps_numpy(coords.numpy(), mind.numpy(), steps))
+    if sizes is None:
+        sizes = [pos.shape[0]] if batch is None else cloud_sizes(batch.long())
+    if sum(sizes) != pos.shape[0]:
+        raise ValueError(f"sizes sum to {sum(sizes)} points, pos has {pos.shape[0]}")
+    keep = sampled_sizes(sizes, ratio)
+    name = resolve_fps_backend(backend, pos.device)
+    if sum(keep) == 0:
+        return torch.zeros(0, dtype=torch.long, device=pos.device)
+    if name == "cluster":
+        return _fps_cluster(pos, sizes, keep, ratio)
+    coords, mind = _padded_clouds(pos, sizes)
+    if name == "numpy":
+        chosen = torch.from_numpy(_fps_numpy(coords.numpy(), mind.numpy(), max(keep)))
     else:
-        chosen = _fps_torch(coords, mind, steps)
-    take = torch.arange(steps, device=pos.device)[None, :] < keep[:, None]
-    return (chosen + ptr[:-1, None])[take]
+        chosen = _fps_torch(coords, mind, max(keep))
+    picks = _host_index(keep, [b * max(keep) for b in range(len(sizes))], pos.device)
+    cloud_start = torch.from_numpy(np.repeat(np.asarray(offsets(sizes)[:-1], dtype=np.int64), keep))
+    return chosen.view(-1)[picks] + cloud_start.to(pos.device, non_blocking=True)
 
 
 class _WideningLinear(torch.autograd.Function):

@@ -21,11 +21,12 @@ from torch import Tensor, nn
 from ctxir.nn.config import Configurable
 
 from ctxir.nn.ops import (
-    batch_to_ptr,
+    cloud_sizes,
     farthest_point_sampling,
     gather_rows,
     interpolate_knn,
     knn,
+    sampled_sizes,
     widening_linear,
 )
 
@@ -149,6 +150,7 @@ class Level:
     Attributes:
         pos: ``(n, 3)`` points of the level.
         batch: ``(n,)`` sorted cloud index.
+        sizes: points per cloud, on the host.
         neighbours: ``(n, k)`` self-kNN used by every block of the level.
         group: ``(n, k)`` neighbours in the finer level used by the transition down (``None`` at level 0).
         up: ``(n_finer, 3)`` 3-NN of each finer-level point among this level's points, for transition up
@@ -157,6 +159,7 @@ class Level:
 
     pos: Tensor
     batch: Tensor
+    sizes: list[int]
     neighbours: Tensor
     group: Tensor | None = None
     up: Tensor | None = None
@@ -169,20 +172,29 @@ def build_pyramid(
     neighbours: Sequence[int],
     stride: int = 4,
     knn_backend: str | None = None,
+    *,
+    sizes: Sequence[int] | None = None,
+    fps_backend: str | None = None,
 ) -> list[Level]:
-    """Sample every level by farthest point sampling and compute each level's kNN exactly once."""
-    levels = [Level(pos, batch, knn(pos, pos, neighbours[0], batch, batch, backend=knn_backend))]
+    """Sample every level by farthest point sampling and compute each level's kNN exactly once.
+
+    ``sizes`` (points per cloud on the host, read with :func:`~ctxir.nn.ops.cloud_sizes` when ``None``) fixes
+    every level's shape, so nothing else is read back from the device."""
+    sizes = cloud_sizes(batch) if sizes is None else list(sizes)
+    levels = [Level(pos, batch, sizes, knn(pos, pos, neighbours[0], batch, batch, backend=knn_backend,
+                                           sizes=(sizes, sizes)))]
     for k in neighbours[1:]:
         fine = levels[-1]
-        keep = farthest_point_sampling(fine.pos, fine.batch, 1.0 / stride)
-        p, b = fine.pos[keep], fine.batch[keep]
+        keep = farthest_point_sampling(fine.pos, fine.batch, 1.0 / stride, sizes=fine.sizes, backend=fps_backend)
+        p, b, n = fine.pos[keep], fine.batch[keep], sampled_sizes(fine.sizes, 1.0 / stride)
         levels.append(
             Level(
                 pos=p,
                 batch=b,
-                neighbours=knn(p, p, k, b, b, backend=knn_backend),
-                group=knn(fine.pos, p, k, fine.batch, b, backend=knn_backend),
-                up=knn(p, fine.pos, 3, b, fine.batch, backend=knn_backend),
+                sizes=n,
+                neighbours=knn(p, p, k, b, b, backend=knn_backend, sizes=(n, n)),
+                group=knn(fine.pos, p, k, fine.batch, b, backend=knn_backend, sizes=(fine.sizes, n)),
+                up=knn(p, fine.pos, 3, b, fine.batch, backend=knn_backend, sizes=(n, fine.sizes)),
             )
         )
     return levels
@@ -201,6 +213,7 @@ class PointTransformerUNet(Configurable, nn.Module):
         stride: sub-sampling factor between levels (farthest point sampling keeps ⌊n/stride⌋ per cloud).
         share_planes: attention channels sharing one weight.
         knn_backend: forced kNN backend (see :mod:`ctxir.nn.ops`), ``None`` = automatic.
+        fps_backend: forced farthest-point-sampling backend (see :mod:`ctxir.nn.ops`), ``None`` = automatic.
 
     The published configuration (``in_channels=6, out_channels=13`` with the defaults) has exactly
     7,767,729 parameters.
@@ -217,6 +230,7 @@ class PointTransformerUNet(Configurable, nn.Module):
         stride: int = 4,
         share_planes: int = 8,
         knn_backend: str | None = None,
+        fps_backend: str | None = None,
     ) -> None:
         super().__init__()
         channels, blocks, neighbours = list(channels), list(blocks), list(neighbours)
@@ -230,6 +244,7 @@ class PointTransformerUNet(Configurable, nn.Module):
             )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.neighbours, self.stride, self.knn_backend = neighbours, stride, knn_backend
+        self.fps_backend = fps_backend
         widths = [in_channels, *channels]
         self.down = nn.ModuleList(
             TransitionDown(widths[i], widths[i + 1], strided=i > 0) for i in range(len(channels))
@@ -252,15 +267,17 @@ class PointTransformerUNet(Configurable, nn.Module):
         )
 
     def forward(self, pos: Tensor, features: Tensor, batch: Tensor | None = None) -> Tensor:
-        """``pos`` (N, 3), ``features`` (N, in_channels), ``batch`` (N,) sorted cloud index → (N, out)."""
+        """``pos`` (N, 3), ``features`` (N, in_channels), ``batch`` (N,) sorted cloud index → (N, out).
+
+        The clouds' sizes are read to the host once (they fix every level's shape); nothing else is read back
+        from the device, so on an accelerator sampling, neighbour search and attention all stay there."""
         if features.shape != (pos.shape[0], self.in_channels):
             raise ValueError(
                 f"expected features of shape ({pos.shape[0]}, {self.in_channels}), got {tuple(features.shape)}"
             )
         if batch is None:
             batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-        num_clouds = batch_to_ptr(batch).numel() - 1
-        levels = build_pyramid(pos, batch, self.neighbours, self.stride, self.knn_backend)
+        levels = build_pyramid(pos, batch, self.neighbours, self.stride, self.knn_backend, fps_backend=self.fps_backend)
         skips: list[Tensor] = []
         x = features
         for i, level in enumerate(levels):
@@ -269,7 +286,7 @@ class PointTransformerUNet(Configurable, nn.Module):
             for block in self.encoder[i]:
                 x = block(x, level.pos, level.neighbours)
             skips.append(x)
-        x = self.up_head(skips[-1], levels[-1].batch, num_clouds)
+        x = self.up_head(skips[-1], levels[-1].batch, len(levels[-1].sizes))
         for block in self.decoder[-1]:
             x = block(x, levels[-1].pos, levels[-1].neighbours)
         for i in range(len(levels) - 2, -1, -1):
