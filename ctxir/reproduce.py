@@ -32,7 +32,7 @@ from ctxir.eval.report import format_value, markdown_table, table1_cells, table1
 
 CONFIGS = CONFIG_DIR / "synthetic"
 
-TABLE1 = ("geometry", "joint", "frozen", "unfrozen", "context")
+TABLE1 = ("geometry", "geometry-plane", "joint", "frozen", "unfrozen", "context")
 ABLATIONS = ("context-mlp", "context-3-scales", "context-l1", "context-l2")
 SEMANTICS = ("mf1", "mf1_2delta", "miou")
 
@@ -101,12 +101,14 @@ RUNS = (
     Run("context-l2", "context", context_module(out_channels=2), from_encodings=True),
     Run("joint", "joint"),
     Run("unfrozen", "frozen", ("--model.init_args.freeze_encoder=false",)),
+    Run("geometry-plane", "geometry", ("--model.init_args.udf_decoder=ctxir.nn.PlanePriorUDFDecoder",)),
 )
 
 LABELS = {
     "geometry": "Geometry only", "joint": "Joint (RangeUDF-style)", "frozen": "Frozen encoder",
     "unfrozen": "Unfrozen encoder", "context": "Contextualised (ours, l = 4)", "context-mlp": "MLP context module",
     "context-3-scales": "3 scales", "context-l1": "l = 1", "context-l2": "l = 2",
+    "geometry-plane": "Geometry, plane-prior decoder (beyond the paper)",
 }
 
 

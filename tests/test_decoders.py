@@ -100,3 +100,36 @@ def test_feature_width_mismatch_is_a_clear_error() -> None:
     pos, feats, queries, pb, qb = _scene(d=32)
     with pytest.raises(ValueError, match="expected features"):
         SemanticDecoder(36, 4)(pos, feats, queries, pb, qb)
+
+
+def test_udf_output_layer_starts_at_one_percent_of_the_default_scale() -> None:
+    torch.manual_seed(0)
+    default = UDFDecoder(32, output_init_scale=1.0)
+    torch.manual_seed(0)
+    small = UDFDecoder(32)  # the library default: 0.01
+    torch.testing.assert_close(small.out.weight, 0.01 * default.out.weight)
+    torch.testing.assert_close(small.out.bias, 0.01 * default.out.bias)
+    pos, feats, queries, pb, qb = _scene()
+    raw = small.eval()(pos, feats, queries, pb, qb, rectify=False)
+    assert float(raw.abs().max()) < 0.05  # of the targets' order, far inside the loss's clamp (0.1)
+
+
+def test_plane_prior_decoder_starts_as_a_plane_fit_and_learns_a_correction() -> None:
+    from ctxir.eval.baselines import plane_fit_udf
+    from ctxir.nn import PlanePriorUDFDecoder
+
+    torch.manual_seed(0)
+    plane = torch.rand(800, 3) - 0.5
+    plane[:, 2] = 0.0  # the surface z = 0
+    feats = torch.randn(800, 32)
+    queries = torch.rand(400, 3) * 0.6 - 0.3
+    queries[:, 2] *= 0.1
+    decoder = PlanePriorUDFDecoder(32).eval()
+    pred = decoder(plane, feats, queries)
+    exact = queries[:, 2].abs()
+    assert float((pred - exact).abs().max()) < 0.01  # the correction starts near 0: a plane fit
+    assert float((plane_fit_udf(plane, queries) - exact).abs().max()) < 1e-6
+    assert _count(decoder) == _count(UDFDecoder(32)) + 64 + 1  # + the per-neighbour plane score
+    queries.requires_grad_(True)
+    decoder(plane, feats, queries).sum().backward()
+    assert torch.allclose(queries.grad[:, 2].abs(), torch.ones(400), atol=0.05)  # ∇|z| (extraction needs it)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ctxir.nn.config import Configurable
 
+from ctxir.nn.geometry import pca_normals, plane_distances
 from ctxir.nn.ops import gather_rows, knn
 
 
@@ -123,13 +124,69 @@ class UDFDecoder(Configurable, nn.Module):
         _check_inputs(points, features, self.feature_channels)
         if neighbours is None:
             neighbours = query_neighbours(points, queries, point_batch, query_batch, self.k, self.knn_backend)
+        distance = self.distance_head(self.neighbour_features(points, features, queries, neighbours), queries)
+        return torch.relu(distance) if rectify else distance
+
+    def neighbour_features(self, points: Tensor, features: Tensor, queries: Tensor, neighbours: Tensor) -> Tensor:
+        """``(M, K, 32 + d)``: each neighbour's encoded relative geometry ⊕ its encoding."""
         p = gather_rows(points, neighbours)
         q = queries.unsqueeze(1).expand_as(p)
         offset = q - p
         geometry = torch.cat([offset.norm(dim=-1, keepdim=True), offset, q, p], dim=-1)
-        pooled = self.pool(torch.cat([self.geometry(geometry), gather_rows(features, neighbours)], dim=-1))
-        hidden = self.mlp(torch.cat([pooled, queries], dim=-1))
-        distance = self.out(hidden).squeeze(-1)
+        return torch.cat([self.geometry(geometry), gather_rows(features, neighbours)], dim=-1)
+
+    def distance_head(self, per_neighbour: Tensor, queries: Tensor) -> Tensor:
+        """Attention pooling, the query appended, the distance MLP: ``(M,)`` before the final ReLU."""
+        hidden = self.mlp(torch.cat([self.pool(per_neighbour), queries], dim=-1))
+        return self.out(hidden).squeeze(-1)
+
+
+class PlanePriorUDFDecoder(UDFDecoder):
+    """Beyond the paper: the UDF decoder with an explicit local-plane prior (off in every paper config).
+
+    ``f(q) = Σ_k w_k |(q − p_k)·n_k| + Δ(q)``: the distances of the query to the PCA tangent planes of its K
+    nearest input points (normals from ``normal_neighbours`` input points, no learning, as in
+    :mod:`ctxir.nn.geometry`), weighted by a softmax over the neighbours of a learned score, plus the paper
+    decoder's output as a learned correction (GeoUDF learns such a weighting over ``|(q − p_k)·n_k|``). At
+    initialisation the correction is about 0 and the prediction is a plane fit, so the model starts where the
+    plane-fit baseline is and learns where planes are wrong (edges, corners, small objects).
+
+    Args: those of :class:`UDFDecoder`, plus ``normal_neighbours`` (PCA neighbourhood size).
+    """
+
+    def __init__(
+        self,
+        feature_channels: int = 32,
+        k: int = 4,
+        geometry_channels: int = 32,
+        hidden: Sequence[int] = (512, 32, 32),
+        output_init_scale: float = 0.01,
+        normal_neighbours: int = 16,
+        knn_backend: str | None = None,
+    ) -> None:
+        super().__init__(feature_channels, k, geometry_channels, hidden, output_init_scale, knn_backend)
+        self.normal_neighbours = normal_neighbours
+        self.plane_score = nn.Linear(geometry_channels + feature_channels, 1)
+
+    def forward(
+        self,
+        points: Tensor,
+        features: Tensor,
+        queries: Tensor,
+        point_batch: Tensor | None = None,
+        query_batch: Tensor | None = None,
+        neighbours: Tensor | None = None,
+        rectify: bool = True,
+    ) -> Tensor:
+        """As :meth:`UDFDecoder.forward`."""
+        _check_inputs(points, features, self.feature_channels)
+        if neighbours is None:
+            neighbours = query_neighbours(points, queries, point_batch, query_batch, self.k, self.knn_backend)
+        per_neighbour = self.neighbour_features(points, features, queries, neighbours)
+        normals = pca_normals(points, point_batch, self.normal_neighbours, self.knn_backend)
+        planes = plane_distances(queries, points, normals, neighbours)
+        weights = torch.softmax(self.plane_score(per_neighbour).squeeze(-1), dim=1)
+        distance = (weights * planes).sum(dim=1) + self.distance_head(per_neighbour, queries)
         return torch.relu(distance) if rectify else distance
 
 
