@@ -8,8 +8,8 @@ import torch
 
 from ctxir.eval import extract_mesh
 from ctxir.eval.extraction import candidate_cells, grid_values
-from ctxir.eval.marching_cubes import Grid
-from ctxir.eval.narrow_band import NodeValues, auto_levels, narrow_band_cells
+from ctxir.eval.marching_cubes import CORNER_OFFSETS, Grid
+from ctxir.eval.narrow_band import NodeValues, auto_levels, block_corner_nodes, narrow_band_cells
 
 CENTRE = torch.tensor([0.013, -0.021, 0.007])
 UNIT = np.array([[-0.5] * 3, [0.5] * 3])
@@ -59,17 +59,18 @@ def test_band_cells_equal_dense_candidates(udf, bounds, resolution, levels) -> N
     grid = Grid.from_bounds(bounds, resolution)
     threshold = float(grid.spacing.max())
     cells, values = dense_candidates(udf, grid, threshold)
-    band_cells, band_values, table = narrow_band_cells(udf, grid, threshold, levels=levels, lipschitz=1.0)
+    counted, calls = counting(udf)
+    band_cells, band_values, table = narrow_band_cells(counted, grid, threshold, levels=levels, lipschitz=1.0)
     np.testing.assert_array_equal(band_cells, cells)
     np.testing.assert_array_equal(band_values, values)
-    assert len(np.unique(table.keys)) == len(table.keys)  # every node evaluated once
+    assert sum(calls) == table.evaluated  # every node evaluated once
 
 
 def test_band_evaluates_a_small_fraction_at_high_resolution() -> None:
     grid = Grid.from_bounds(UNIT, 160)
     udf, calls = counting(sphere_udf)
     cells, _, table = narrow_band_cells(udf, grid, float(grid.spacing.max()))
-    assert sum(calls) == len(table.keys) < 0.06 * grid.num_nodes
+    assert sum(calls) == table.evaluated < 0.06 * grid.num_nodes
     assert len(cells) > 0.01 * np.prod(grid.cell_shape)
 
 
@@ -79,7 +80,7 @@ def test_levels_zero_is_the_dense_pass() -> None:
     band_cells, band_values, table = narrow_band_cells(sphere_udf, grid, 0.05, levels=0)
     np.testing.assert_array_equal(band_cells, cells)
     np.testing.assert_array_equal(band_values, values)
-    assert len(table.keys) == grid.num_nodes
+    assert table.evaluated == grid.num_nodes
 
 
 def test_auto_levels_keep_sixteen_coarse_blocks() -> None:
@@ -108,14 +109,21 @@ def test_mesh_equals_dense_mesh(udf, bounds, resolution) -> None:
     np.testing.assert_array_equal(faces, dense_faces)
 
 
-def test_node_table_finds_and_inserts() -> None:
-    table = NodeValues()
-    table.insert(np.array([7, 2, 40]), np.array([0.7, 0.2, 4.0], dtype=np.float32))
-    table.insert(np.array([5]), np.array([0.5], dtype=np.float32))
-    position, found = table.find(np.array([40, 3, 2, 99, 5]))
-    assert found.tolist() == [True, False, True, False, True]
-    np.testing.assert_array_equal(table.values[position[found]], np.array([4.0, 0.2, 0.5], dtype=np.float32))
-    assert table.keys.tolist() == [2, 5, 7, 40]
+def test_node_table_remembers_values() -> None:
+    table = NodeValues(50)
+    table.store(np.array([7, 2, 40]), np.array([0.7, 0.2, 4.0], dtype=np.float32))
+    assert table.missing(np.array([40, 3, 2, 3, 49, 7])).tolist() == [3, 49]
+    np.testing.assert_array_equal(table.lookup(np.array([[40, 3], [2, 7]])),
+                                  np.array([[4.0, np.inf], [0.2, 0.7]], dtype=np.float32))
+    assert table.evaluated == 3
+
+
+def test_block_corners_are_clipped_at_the_far_faces() -> None:
+    grid = Grid.from_bounds(UNIT, (7, 6, 5))  # 6 x 5 x 4 cells
+    lower = np.array([[0, 0, 0], [4, 4, 0]])
+    corners = block_corner_nodes(grid, lower, 4)
+    expected = np.minimum(lower[:, None, :] + 4 * CORNER_OFFSETS[None], np.array(grid.shape) - 1)
+    np.testing.assert_array_equal(corners, np.ravel_multi_index(tuple(np.moveaxis(expected, -1, 0)), grid.shape))
 
 
 def test_bad_arguments_are_named() -> None:

@@ -19,13 +19,10 @@ faster than the distance, most often just off the surface, where it is trained h
 fields are still searched correctly, at the cost of a thicker band. If the field violates the bound, a
 candidate cell can be missed; ``benchmarks/bench_eval.py`` measures the result against the dense pass.
 
-Nodes are evaluated once: a sorted sparse table (:class:`NodeValues`) keyed by the grid's linear node index
-holds every value computed so far, so memory follows the band, not the grid.
+Nodes are evaluated once: :class:`NodeValues` remembers every value computed so far.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,25 +36,39 @@ DEFAULT_LIPSCHITZ = 1.5
 MIN_COARSE_CELLS = 16
 
 
-@dataclass
 class NodeValues:
-    """UDF values of a sparse set of grid nodes, sorted by linear node index."""
+    """UDF values of the grid nodes evaluated so far: a flat value array and a mask of the known nodes.
 
-    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    values: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    Dense arrays (5 bytes per node, 84 MB at 256³) make every lookup an index instead of a search; the
+    dense pass holds a 4-byte value per node as well, plus its chunked coordinates."""
 
-    def find(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position of each node in the table, whether it is there) for an int64 array of nodes."""
-        position = np.searchsorted(self.keys, nodes)
-        found = position < len(self.keys)
-        found[found] = self.keys[position[found]] == nodes[found]
-        return position, found
+    def __init__(self, num_nodes: int) -> None:
+        self.values = np.zeros(num_nodes, dtype=np.float32)
+        self.known = np.zeros(num_nodes, dtype=bool)
+        self._mark = np.zeros(num_nodes, dtype=bool)  # scratch of missing(), all False between calls
 
-    def insert(self, nodes: np.ndarray, values: np.ndarray) -> None:
-        """Add nodes that are not in the table yet (``nodes`` unique)."""
-        keys = np.concatenate([self.keys, nodes])
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.values = keys[order], np.concatenate([self.values, values])[order]
+    @property
+    def evaluated(self) -> int:
+        """Nodes evaluated so far."""
+        return int(np.count_nonzero(self.known))
+
+    def missing(self, nodes: np.ndarray) -> np.ndarray:
+        """The distinct nodes among ``nodes`` that have not been evaluated, ascending.
+
+        Marking them in a node mask and reading it back is a linear scan, several times faster than sorting
+        or hashing the (duplicate-laden) corner lists."""
+        self._mark[nodes[~self.known[nodes]]] = True
+        new = np.flatnonzero(self._mark)
+        self._mark[new] = False
+        return new
+
+    def store(self, nodes: np.ndarray, values: np.ndarray) -> None:
+        self.values[nodes] = values
+        self.known[nodes] = True
+
+    def lookup(self, nodes: np.ndarray, default: float = np.inf) -> np.ndarray:
+        """Values of ``nodes`` (any shape), ``default`` where a node has not been evaluated."""
+        return np.where(self.known[nodes], self.values[nodes], np.float32(default))
 
 
 def auto_levels(grid: Grid, min_coarse_cells: int = MIN_COARSE_CELLS) -> int:
@@ -69,9 +80,13 @@ def block_corner_nodes(grid: Grid, lower: np.ndarray, size: int) -> np.ndarray:
     """(M, 8) linear node index of the corners of blocks with lower node ``lower`` (M, 3) and edge ``size``.
 
     Corners beyond the grid are clipped to its last node, so a block at the far faces is a thinner box."""
-    corners = lower[:, None, :] + size * CORNER_OFFSETS[None]
-    np.minimum(corners, np.array(grid.shape) - 1, out=corners)
-    return np.ravel_multi_index(tuple(np.moveaxis(corners, -1, 0)), grid.shape)
+    last = np.array(grid.shape) - 1
+    strides = np.array([grid.shape[1] * grid.shape[2], grid.shape[2], 1])
+    low = lower * strides
+    high = np.minimum(lower + size, last) * strides
+    x, y, z = (np.stack([low[:, axis], high[:, axis]], axis=1) for axis in range(3))  # (M, 2) each
+    # corner i sits at offset (i & 1, i >> 1 & 1, i >> 2 & 1): z varies slowest, x fastest
+    return (z[:, :, None, None] + y[:, None, :, None] + x[:, None, None, :]).reshape(-1, 8)
 
 
 def coarse_blocks(grid: Grid, size: int) -> np.ndarray:
@@ -91,13 +106,10 @@ def corner_values(
     udf: UDF, grid: Grid, table: NodeValues, corners: np.ndarray, chunk_size: int, device: torch.device | str
 ) -> np.ndarray:
     """UDF at corner nodes of any shape, evaluating (and remembering) only the nodes not in ``table``."""
-    flat = corners.ravel()
-    _, found = table.find(flat)
-    new = np.unique(flat[~found])
+    new = table.missing(corners.ravel())
     if len(new):
-        table.insert(new, query_values(udf, grid.node_positions(new), chunk_size, device))
-    position, _ = table.find(flat)
-    return table.values[position].reshape(corners.shape)
+        table.store(new, query_values(udf, grid.node_positions(new), chunk_size, device))
+    return table.values[corners]
 
 
 def half_diagonal(grid: Grid, size: int) -> float:
@@ -115,22 +127,15 @@ def possible_nodes(grid: Grid, lower: np.ndarray, values: np.ndarray, threshold:
     """Interior nodes of 2×2×2-cell blocks that the Lipschitz bound does not rule out of ``f < threshold``.
 
     A node ``c`` of a block has ``f(c) ≥ f(C) − λ‖C − c‖`` for each block corner ``C`` (``values``, (M, 8));
-    nodes whose best such bound is below ``threshold`` are returned (unique linear indices)."""
+    nodes whose best such bound is below ``threshold`` are returned (linear indices, repeated where blocks
+    share a node)."""
     offsets = interior_offsets()
     gaps = ((offsets[:, None, :] - 2 * CORNER_OFFSETS[None]) * grid.spacing).astype(np.float32)
     distance = np.linalg.norm(gaps, axis=-1)  # (19, 8)
     bound = (values[:, None, :] - np.float32(lipschitz) * distance[None]).max(axis=2)  # (M, 19)
     block, slot = np.nonzero(bound < threshold)
     nodes = np.minimum(lower[block] + offsets[slot], np.array(grid.shape) - 1)
-    return np.unique(np.ravel_multi_index(tuple(nodes.T), grid.shape))
-
-
-def known_values(table: NodeValues, corners: np.ndarray) -> np.ndarray:
-    """UDF of corner nodes from ``table``, +inf where a node has not been evaluated."""
-    position, found = table.find(corners.ravel())
-    out = np.full(corners.size, np.inf, dtype=np.float32)
-    out[found] = table.values[position[found]]
-    return out.reshape(corners.shape)
+    return np.ravel_multi_index(tuple(nodes.T), grid.shape)
 
 
 def finest_cells(
@@ -152,7 +157,7 @@ def finest_cells(
     corner_values(udf, grid, table, possible_nodes(grid, lower, values, threshold, lipschitz), chunk_size, device)
     cells = child_blocks(grid, lower, 2)
     corners = block_corner_nodes(grid, cells, 1)
-    keep = known_values(table, corners).min(axis=1) < threshold
+    keep = table.lookup(corners).min(axis=1) < threshold
     cells, corners = cells[keep], corners[keep]
     return cells, corner_values(udf, grid, table, corners, chunk_size, device)
 
@@ -187,7 +192,7 @@ def narrow_band_cells(
     levels = auto_levels(grid) if levels is None else levels
     if levels < 0:
         raise ValueError(f"levels must be ≥ 0, got {levels}")
-    table = NodeValues()
+    table = NodeValues(grid.num_nodes)
     size = 1 << levels
     lower = coarse_blocks(grid, size)
     values = corner_values(udf, grid, table, block_corner_nodes(grid, lower, size), chunk_size, device)
