@@ -1,12 +1,30 @@
-"""Benchmark of the shared modules on the CPU: time and peak memory of forward + backward.
+"""Benchmark of the shared modules: time, FLOP utilisation and peak memory of forward + backward.
 
-Cases: the standard encoder (d = 32) at 10,240 points; the same network run the way the published
-implementations run it (a brute-force kNN recomputed inside every layer, same weights, same output); the
-context module at 10,240 points; the UDF and semantic decoders at 50,000 queries; the kNN backends side by
-side. Every case runs in a fresh process so its peak resident memory can be read; times are the median of
-``--repeats`` runs after one warm-up.
+Cases, each in a fresh process (so its peak resident memory can be read); times are medians over
+``--repeats`` runs after one warm-up, and every ratio is taken between runs alternated in the same process:
 
-    python benchmarks/bench_nn.py [--points 10240] [--queries 50000] [--repeats 3] [--threads 2]
+* ``encoder vs reference``: the standard encoder (d = 32) at ``--points`` points against the same network run
+  the way the published implementations run it (a brute-force kNN recomputed inside every layer, same
+  weights, same output);
+* ``encoder vs baseline`` (``--baseline PATH``, another checkout, e.g. ``git worktree add /tmp/base <commit>``):
+  this checkout's encoder against that checkout's, same weights; the largest output difference in eval and
+  train mode is reported;
+* ``encoder vs PyG peer``: a U-Net of torch_geometric's ``PointTransformerConv`` (channels 32…512, one block per
+  stage, k = 16; layers mirror ours: Linear-BN-ReLU, attention, BN-ReLU, Linear-BN, residual; position MLP
+  3→3→C, attention MLP C→C/8→C since PyG has no channel groups; torch-cluster FPS and kNN, once per level)
+  against our encoder built with the same shape;
+* ``context module``, ``UDF decoder`` and ``semantic decoder`` (``--queries`` queries);
+* ``fps <backend>``: farthest point sampling of 4 clouds × ``--points`` at ratio 1/4 with every backend;
+* ``knn <backend> self16|query4``: the kNN backends;
+* ``full step`` (``--full-step``): encoder + UDF decoder + semantic decoder forward + backward on ``--device``
+  for 4 clouds × ``--points`` points and 4 × ``--queries`` queries (the paper's per-GPU batch).
+
+FLOP utilisation: matmul FLOPs of one forward + backward (``torch.utils.flop_counter``) over its median time,
+as a fraction of this machine's fp32 matmul rate (best of 2048² ``torch.mm``, same threads, measured in the
+same process).
+
+    python benchmarks/bench_nn.py [--points 10240] [--queries 50000] [--repeats 5] [--threads N]
+        [--baseline PATH] [--device cpu|cuda] [--full-step] [--only CASE ...]
 
 Prints a table and writes ``benchmarks/results/bench_nn.json``.
 """
@@ -14,23 +32,36 @@ Prints a table and writes ``benchmarks/results/bench_nn.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import platform
 import resource
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ctxir.nn import ContextModule, PointTransformerUNet, SemanticDecoder, UDFDecoder
-from ctxir.nn.ops import available_backends, batch_to_ptr, knn
+from ctxir.nn.ops import (
+    available_backends,
+    batch_to_ptr,
+    farthest_point_sampling,
+    has_torch_cluster,
+    knn,
+)
 from ctxir.nn.point_transformer import PointTransformerBlock, PointTransformerLayer
 
 RESULTS = Path(__file__).parent / "results" / "bench_nn.json"
+PEER_CHANNELS = (32, 64, 128, 256, 512)
+PEER_K = 16
 
 
 # --- the reference: a straightforward CPU port of the published code (same weights, same maths) ---------
@@ -123,66 +154,284 @@ def reference_forward(net: PointTransformerUNet, pos: Tensor, feats: Tensor, bat
     return net.head(x)
 
 
-def _timed(fn, repeats: int) -> list[float]:
-    """Wall times of ``repeats`` calls after one warm-up (``repeats=0``: one call, no warm-up)."""
-    if repeats == 0:
-        start = time.perf_counter()
-        fn()
-        return [time.perf_counter() - start]
+# --- the PyG peer: a U-Net of torch_geometric's PointTransformerConv --------------------------------------
+
+
+def _peer_modules() -> tuple[Any, Any, Any]:
+    """torch_geometric's conv and scatter, torch-cluster (imported on use: only the peer case needs them)."""
+    import torch_cluster
+    from torch_geometric.nn import PointTransformerConv
+    from torch_geometric.utils import scatter
+
+    return PointTransformerConv, scatter, torch_cluster
+
+
+class PeerBlock(nn.Module):
+    """Linear-BN-ReLU → PointTransformerConv → BN-ReLU → Linear-BN, residual add, ReLU (our block's layout)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        conv_cls, _, _ = _peer_modules()
+        groups = channels // 8
+        self.fc1, self.bn1 = nn.Linear(channels, channels, bias=False), nn.BatchNorm1d(channels)
+        self.conv = conv_cls(
+            channels, channels,
+            pos_nn=nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, channels)),
+            attn_nn=nn.Sequential(nn.BatchNorm1d(channels), nn.ReLU(), nn.Linear(channels, groups),
+                                  nn.BatchNorm1d(groups), nn.ReLU(), nn.Linear(groups, channels)),
+        )
+        self.bn2 = nn.BatchNorm1d(channels)
+        self.fc3, self.bn3 = nn.Linear(channels, channels, bias=False), nn.BatchNorm1d(channels)
+
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor) -> Tensor:
+        y = torch.relu(self.bn1(self.fc1(x)))
+        y = torch.relu(self.bn2(self.conv(y, pos, edge_index)))
+        return torch.relu(x + self.bn3(self.fc3(y)))
+
+
+class PeerDown(nn.Module):
+    """Per-edge Linear-BN-ReLU of ``[p_j − p_i, f_j]`` and a scatter max per sampled point."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.fc, self.bn = nn.Linear(in_channels + 3, out_channels, bias=False), nn.BatchNorm1d(out_channels)
+
+    def forward(self, x: Tensor, pos: Tensor, sub_pos: Tensor, source: Tensor, target: Tensor) -> Tensor:
+        _, scatter, _ = _peer_modules()
+        edge = torch.relu(self.bn(self.fc(torch.cat([pos[source] - sub_pos[target], x[source]], dim=1))))
+        return scatter(edge, target, dim=0, dim_size=sub_pos.shape[0], reduce="max")
+
+
+class PeerUp(nn.Module):
+    """Linear-BN-ReLU(skip) + 3-NN inverse-distance interpolation of Linear-BN-ReLU(coarse), by scatter."""
+
+    def __init__(self, coarse_channels: int, fine_channels: int) -> None:
+        super().__init__()
+        self.skip = nn.Sequential(nn.Linear(fine_channels, fine_channels), nn.BatchNorm1d(fine_channels), nn.ReLU())
+        self.up = nn.Sequential(nn.Linear(coarse_channels, fine_channels), nn.BatchNorm1d(fine_channels), nn.ReLU())
+
+    def forward(self, skip: Tensor, pos: Tensor, coarse: Tensor, coarse_pos: Tensor, source: Tensor,
+                target: Tensor) -> Tensor:
+        _, scatter, _ = _peer_modules()
+        weight = 1.0 / ((coarse_pos[source] - pos[target]).norm(dim=1, keepdim=True) + 1e-8)
+        total = scatter(weight, target, dim=0, dim_size=pos.shape[0])
+        up = scatter(self.up(coarse)[source] * weight, target, dim=0, dim_size=pos.shape[0]) / total
+        return self.skip(skip) + up
+
+
+class PeerUNet(nn.Module):
+    """The peer: one PeerBlock per stage down and up (the bottom stage's twice, as ours), FPS by 4 between
+    stages, k = 16 everywhere."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels: tuple[int, ...] = PEER_CHANNELS) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Linear(in_channels, channels[0], bias=False), nn.BatchNorm1d(channels[0]),
+                                  nn.ReLU())
+        self.down = nn.ModuleList(PeerDown(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.encoder = nn.ModuleList(PeerBlock(c) for c in channels)
+        self.bottom = nn.Sequential(nn.Linear(channels[-1], channels[-1]), nn.BatchNorm1d(channels[-1]), nn.ReLU())
+        self.up = nn.ModuleList(PeerUp(b, a) for a, b in zip(channels[:-1], channels[1:]))
+        self.decoder = nn.ModuleList(PeerBlock(c) for c in channels)  # the last one at the bottom, as ours
+        self.head = nn.Linear(channels[0], out_channels)
+
+    @staticmethod
+    def edges(support: Tensor, query: Tensor, k: int, support_batch: Tensor, query_batch: Tensor) -> Tensor:
+        """torch-cluster's kNN as PyG edges: row 0 the neighbour (source), row 1 the query (target)."""
+        _, _, cluster = _peer_modules()
+        return cluster.knn(support, query, k, support_batch, query_batch).flip(0)
+
+    def forward(self, pos: Tensor, features: Tensor, batch: Tensor) -> Tensor:
+        _, _, cluster = _peer_modules()
+        levels = [(pos, batch)]
+        for _ in self.down:
+            p, b = levels[-1]
+            keep = cluster.fps(p, b, ratio=0.25, random_start=False)
+            levels.append((p[keep], b[keep]))
+        self_edges = [self.edges(p, p, PEER_K, b, b) for p, b in levels]
+        x = self.encoder[0](self.stem(features), pos, self_edges[0])
+        skips = [x]
+        for i, down in enumerate(self.down):
+            (p, b), (sp, sb) = levels[i], levels[i + 1]
+            x = down(x, p, sp, *self.edges(p, sp, PEER_K, b, sb))
+            x = self.encoder[i + 1](x, sp, self_edges[i + 1])
+            skips.append(x)
+        x = self.decoder[-1](self.bottom(x), levels[-1][0], self_edges[-1])
+        for i in range(len(self.up) - 1, -1, -1):
+            (p, b), (cp, cb) = levels[i], levels[i + 1]
+            x = self.up[i](skips[i], p, x, cp, *self.edges(cp, p, 3, cb, b))
+            x = self.decoder[i](x, p, self_edges[i])
+        return self.head(x)
+
+
+# --- a baseline checkout's encoder, loaded next to this one ---------------------------------------------
+
+
+def _load_module(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_baseline(root: Path) -> ModuleType:
+    """``ctxir.nn.point_transformer`` of another checkout, bound to that checkout's ``ctxir.nn.ops``."""
+    ops = _load_module(root / "ctxir" / "nn" / "ops.py", "baseline_ops")
+    current = sys.modules["ctxir.nn.ops"]
+    sys.modules["ctxir.nn.ops"] = ops  # the baseline's `from ctxir.nn.ops import ...` binds its own ops
+    try:
+        return _load_module(root / "ctxir" / "nn" / "point_transformer.py", "baseline_point_transformer")
+    finally:
+        sys.modules["ctxir.nn.ops"] = current
+
+
+# --- measuring ----------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _once(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
+    """Wall times of ``repeats`` calls after one warm-up."""
+    fn()
+    return [_once(fn, device) for _ in range(repeats)]
+
+
+def _alternated(a: Callable[[], Any], b: Callable[[], Any], repeats: int, device: torch.device) -> dict[str, Any]:
+    """Times of two calls alternated after a warm-up of each, and the median of the per-pair ratios b / a."""
+    a(), b()
+    pairs = [(_once(a, device), _once(b, device)) for _ in range(repeats)]
+    return {"a_s": [x for x, _ in pairs], "b_s": [y for _, y in pairs],
+            "speedup_median": statistics.median(y / x for x, y in pairs)}
+
+
+def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """fp32 matmul GFLOP/s of this machine: the best of ``repeats`` ``size``² products."""
+    x, y = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = min(_timed(lambda: x @ y, repeats, device))
+    return 2 * size**3 / best / 1e9
+
+
+def matmul_flops(fn: Callable[[], Any]) -> int:
+    """Matmul FLOPs (mm, addmm, bmm, ...) of one call, forward and backward, counted by torch."""
+    counter = FlopCounterMode(display=False)
+    with counter:
         fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return int(counter.get_total_flops())
 
 
-def _case(name: str, points: int, queries: int, repeats: int, threads: int, out: Any) -> None:
-    torch.set_num_threads(threads)
+def utilisation(flops: int, seconds: float, rate: float) -> dict[str, float]:
+    return {"gflop": flops / 1e9, "gflop_per_s": flops / seconds / 1e9, "utilisation": flops / seconds / 1e9 / rate}
+
+
+def _train_step(net: nn.Module, pos: Tensor, feats: Tensor, batch: Tensor) -> Callable[[], None]:
+    def step() -> None:
+        net(pos, feats, batch).square().mean().backward()
+
+    return step
+
+
+def _max_diff(a: nn.Module, b: nn.Module, pos: Tensor, batch: Tensor, train: bool) -> float:
+    """Largest output difference of two networks with the same weights (same BatchNorm statistics)."""
+    state = {k: v.clone() for k, v in a.state_dict().items()}
+    a.train(train), b.train(train)
+    with torch.no_grad():
+        out_a = a(pos, pos, batch)
+        b.load_state_dict(state)  # train mode updated a's running statistics: start b from the same ones
+        out_b = b(pos, pos, batch)
+    a.load_state_dict(state), b.load_state_dict(state)
+    a.train(), b.train()
+    return float((out_a - out_b).abs().max())
+
+
+def _pair_case(ours: nn.Module, other: nn.Module, pos: Tensor, batch: Tensor, args: argparse.Namespace,
+               device: torch.device) -> dict[str, Any]:
+    """Ours against another network: alternated times, matmul FLOPs and utilisation of each."""
+    step_ours, step_other = _train_step(ours, pos, pos, batch), _train_step(other, pos, pos, batch)
+    pair = _alternated(step_ours, step_other, args.repeats, device)
+    rate = matmul_rate(device)
+    ours_s, other_s = statistics.median(pair["a_s"]), statistics.median(pair["b_s"])
+    return {"ours_s": pair["a_s"], "other_s": pair["b_s"], "speedup_median": pair["speedup_median"],
+            "matmul_gflop_per_s": rate,
+            "ours": utilisation(matmul_flops(step_ours), ours_s, rate),
+            "other": utilisation(matmul_flops(step_other), other_s, rate),
+            "ours_params": sum(p.numel() for p in ours.parameters()),
+            "other_params": sum(p.numel() for p in other.parameters())}
+
+
+def _clouds(num_clouds: int, points: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    pos = torch.rand(num_clouds * points, 3, device=device) - 0.5
+    return pos, torch.arange(num_clouds, device=device).repeat_interleave(points)
+
+
+def _case(name: str, args: argparse.Namespace, out: Any) -> None:
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    pos = torch.rand(points, 3) - 0.5
-    batch = torch.zeros(points, dtype=torch.long)
-    q = torch.rand(queries, 3) - 0.5
+    pos, batch = _clouds(1, args.points, device)
+    q = torch.rand(args.queries, 3, device=device) - 0.5
     extra: dict[str, Any] = {}
-    if name in ("encoder", "reference encoder", "encoder vs reference"):
-        net = PointTransformerUNet(3, 32)
-
-        def ours() -> None:
-            net(pos, pos, batch).square().mean().backward()
-
-        def reference() -> None:
-            reference_forward(net, pos, pos, batch).square().mean().backward()
-
-        run = ours if name == "encoder" else reference
-        if name == "encoder vs reference":  # alternate the two so both see the same machine load
-            ours()
-            reference()
-            pairs = []
-            for _ in range(repeats):
-                a, b = _timed(ours, 0)[0], _timed(reference, 0)[0]
-                pairs.append((a, b))
-            extra["encoder_s"] = [a for a, _ in pairs]
-            extra["reference_s"] = [b for _, b in pairs]
-            extra["speedup_median"] = statistics.median(b / a for a, b in pairs)
-            run = ours
-            net.eval()
-            with torch.no_grad():  # the reference computes exactly what the module computes
-                diff = reference_forward(net, pos, pos, batch) - net(pos, pos, batch)
-            extra["max_abs_diff_vs_module"] = float(diff.abs().max())
-            net.train()
+    run: Callable[[], Any]
+    if name == "encoder vs reference":
+        net = PointTransformerUNet(3, 32).to(device)
+        pair = _alternated(_train_step(net, pos, pos, batch),
+                           lambda: reference_forward(net, pos, pos, batch).square().mean().backward(),
+                           args.repeats, device)
+        extra = {"encoder_s": pair["a_s"], "reference_s": pair["b_s"], "speedup_median": pair["speedup_median"]}
+        net.eval()
+        with torch.no_grad():  # the reference computes exactly what the module computes
+            extra["max_abs_diff_vs_module"] = float((reference_forward(net, pos, pos, batch) - net(pos, pos, batch)).abs().max())
+        net.train()
+        run = _train_step(net, pos, pos, batch)
+    elif name == "encoder vs baseline":
+        baseline = load_baseline(Path(args.baseline))
+        net = PointTransformerUNet(3, 32).to(device)
+        other = baseline.PointTransformerUNet(3, 32).to(device)
+        other.load_state_dict(net.state_dict())
+        extra = {"baseline": args.baseline,
+                 "max_abs_diff_eval": _max_diff(net, other, pos, batch, train=False),
+                 "max_abs_diff_train": _max_diff(net, other, pos, batch, train=True),
+                 **_pair_case(net, other, pos, batch, args, device)}
+        run = _train_step(net, pos, pos, batch)
+    elif name == "encoder vs PyG peer":
+        net = PointTransformerUNet(3, 32, channels=PEER_CHANNELS, blocks=(1,) * 5, neighbours=(PEER_K,) * 5).to(device)
+        extra = _pair_case(net, PeerUNet(3, 32).to(device), pos, batch, args, device)
+        run = _train_step(net, pos, pos, batch)
+    elif name == "encoder":
+        net = PointTransformerUNet(3, 32).to(device)
+        run = _train_step(net, pos, pos, batch)
     elif name == "context module":
-        net = ContextModule()
-        enc = torch.randn(points, 32)
-        def run() -> None:
-            net(pos, enc, batch).square().mean().backward()
+        net = ContextModule().to(device)
+        enc = torch.randn(args.points, 32, device=device)
+        run = _train_step(net, pos, enc, batch)
     elif name in ("UDF decoder", "semantic decoder"):
         width = 32 if name == "UDF decoder" else 36
-        net = UDFDecoder(32) if name == "UDF decoder" else SemanticDecoder(36, 20)
-        enc = torch.randn(points, width, requires_grad=True)
+        net = (UDFDecoder(32) if name == "UDF decoder" else SemanticDecoder(36, 20)).to(device)
+        enc = torch.randn(args.points, width, requires_grad=True, device=device)
+        qb = torch.zeros(args.queries, dtype=torch.long, device=device)
+
         def run() -> None:
-            net(pos, enc, q, batch, torch.zeros(queries, dtype=torch.long)).square().mean().backward()
+            net(pos, enc, q, batch, qb).square().mean().backward()
+    elif name.startswith("fps "):
+        backend = name.split(" ")[1]
+        fps_pos, fps_batch = _clouds(4, args.points, device)
+
+        def run() -> None:
+            farthest_point_sampling(fps_pos, fps_batch, 0.25, backend=backend)
+    elif name == "full step":
+        run = full_step(args, device)
     elif name.startswith("knn "):
         _, backend, kind = name.split(" ")
         if kind == "self16":
@@ -193,50 +442,98 @@ def _case(name: str, points: int, queries: int, repeats: int, threads: int, out:
                 knn(pos, q, 4, backend=backend)
     else:
         raise ValueError(name)
-    times = _timed(run, repeats)
+    times = _timed(run, args.repeats, device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out.put({"case": name, "median_s": statistics.median(times), "times_s": times,
              "peak_rss_mib": peak / 1024, "rss_increase_mib": (peak - base_rss) / 1024, **extra})
 
 
+def full_step(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+    """Encoder + UDF decoder + semantic decoder forward and backward on 4 clouds (the per-GPU batch)."""
+    encoder = PointTransformerUNet(3, 32).to(device)
+    udf, semantic = UDFDecoder(32).to(device), SemanticDecoder(32, 20).to(device)
+    pos, batch = _clouds(4, args.points, device)
+    queries, query_batch = _clouds(4, args.queries, device)
+
+    def step() -> None:
+        enc = encoder(pos, pos, batch)
+        loss = udf(pos, enc, queries, batch, query_batch).mean() + semantic(pos, enc, queries, batch, query_batch).square().mean()
+        loss.backward()
+
+    return step
+
+
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_case, args=(name, args.points, args.queries, args.repeats, args.threads, queue))
+    proc = ctx.Process(target=_case, args=(name, args, queue))
     proc.start()
     result = queue.get()
     proc.join()
     return result
 
 
+def case_names(args: argparse.Namespace) -> list[str]:
+    device = torch.device(args.device)
+    names = ["encoder vs reference"] if device.type == "cpu" else []
+    if args.baseline:
+        names.append("encoder vs baseline")
+    names += ["encoder vs PyG peer", "encoder", "context module", "UDF decoder", "semantic decoder"]
+    names += [f"fps {b}" for b in ("numpy", "torch", "cluster")
+              if (b != "numpy" or device.type == "cpu") and (b != "cluster" or has_torch_cluster())]
+    if args.full_step:
+        names.append("full step")
+    for backend in available_backends(device):
+        names.append(f"knn {backend} self16")
+        if backend != "brute":  # the brute-force reference would hold a 50k x 10k float64 matrix
+            names.append(f"knn {backend} query4")
+    return [n for n in names if not args.only or n in args.only]
+
+
+def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
+    if "encoder vs reference" in by_case:
+        pair = by_case["encoder vs reference"]
+        print(f"\nencoder forward+backward, alternating runs: ours {statistics.median(pair['encoder_s']):.3f} s, "
+              f"published-pattern reference {statistics.median(pair['reference_s']):.3f} s, median speed-up "
+              f"{pair['speedup_median']:.2f}x; max |output difference| (eval) {pair['max_abs_diff_vs_module']:.2e}")
+    for name, other in (("encoder vs baseline", "baseline"), ("encoder vs PyG peer", "PyG peer")):
+        if name not in by_case:
+            continue
+        r = by_case[name]
+        print(f"\n{name} (forward+backward, alternating; fp32 matmul rate {r['matmul_gflop_per_s']:.0f} GFLOP/s):")
+        for label, times, u, params in (("ours", r["ours_s"], r["ours"], r["ours_params"]),
+                                        (other, r["other_s"], r["other"], r["other_params"])):
+            print(f"  {label:<9} {statistics.median(times):7.3f} s  {u['gflop']:6.2f} GFLOP  "
+                  f"{u['gflop_per_s']:6.1f} GFLOP/s  utilisation {100 * u['utilisation']:5.1f} %  "
+                  f"{params:>10,} parameters")
+        print(f"  median speed-up ours vs {other}: {r['speedup_median']:.2f}x")
+        if name == "encoder vs baseline":
+            print(f"  max |output difference| vs baseline: eval {r['max_abs_diff_eval']:.2e}, "
+                  f"train {r['max_abs_diff_train']:.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=10240)
     parser.add_argument("--queries", type=int, default=50000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--baseline", type=str, default=None, help="another checkout to compare the encoder with")
+    parser.add_argument("--device", type=str, default="cpu")
+    parser.add_argument("--full-step", action="store_true", help="also time encoder + both decoders, 4 clouds")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these cases")
     args = parser.parse_args()
 
-    cases = ["encoder vs reference", "encoder", "reference encoder", "context module", "UDF decoder", "semantic decoder"]
-    for backend in available_backends():
-        cases.append(f"knn {backend} self16")
-        if backend != "brute":  # the brute-force reference would hold a 50k x 10k float64 matrix
-            cases.append(f"knn {backend} query4")
     results = []
     print(f"{'case':<28}{'median s':>10}{'peak RSS MiB':>14}{'RSS +MiB':>10}")
-    for name in cases:
+    for name in case_names(args):
         r = run_case(name, args)
         results.append(r)
         print(f"{name:<28}{r['median_s']:>10.3f}{r['peak_rss_mib']:>14.0f}{r['rss_increase_mib']:>10.0f}")
-    pair = {r["case"]: r for r in results}["encoder vs reference"]
-    speedup = pair["speedup_median"]
-    print(f"\nencoder forward+backward, alternating runs: ours {statistics.median(pair['encoder_s']):.3f} s, "
-          f"reference {statistics.median(pair['reference_s']):.3f} s, median speed-up {speedup:.2f}x")
-    print(f"reference vs module max |output difference| (eval mode): {pair['max_abs_diff_vs_module']:.2e}")
+    print_pairs({r["case"]: r for r in results})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     meta = {"points": args.points, "queries": args.queries, "repeats": args.repeats, "threads": args.threads,
-            "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-            "encoder_speedup_vs_reference": speedup}
+            "device": args.device, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
     RESULTS.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"wrote {RESULTS}")
 
