@@ -6,13 +6,21 @@
 
 Classes can be named by their short names in configs (``class_path: UDFReconstructor``) because the task,
 DataModule, network and callback modules are imported here.
+
+A checkpoint given as ``--ckpt_path`` is vetted before Lightning merges its hyper-parameters into the config
+(jsonargparse would import whatever classes they name): its module specs must be on the allow-list of
+:mod:`ctxir.nn.config` and its weights finite. An error that ctxir raises while the CLI builds the task or the
+DataModule reaches the user as that error, not wrapped in jsonargparse's "Does not validate against any of
+the Union subtypes" and a dump of the config; the console script prints it as one paragraph.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
@@ -21,10 +29,48 @@ import ctxir.data.datamodules  # noqa: F401
 import ctxir.nn  # noqa: F401
 import ctxir.tasks  # noqa: F401
 from ctxir import __version__
+from ctxir.tasks.checkpoint import read_checkpoint
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 """The shipped configs ``<dataset>/<stage>.yaml``, installed with the package (a checkout's ``configs/`` links
 here), so ``python -m ctxir.reproduce`` runs after a plain ``pip install``."""
+PACKAGE_DIR = Path(__file__).resolve().parent
+LIBRARY_ERRORS = (ValueError, OSError, RuntimeError, ArithmeticError)
+"""Kinds of error ctxir raises on purpose (bad option, missing or damaged file, diverged model); one of these
+raised by ctxir code is shown as its message alone."""
+TRACEBACK_VARIABLE = "CTXIR_TRACEBACK"
+"""Set it (to anything) to get the full traceback of a library error from the console script."""
+
+
+class CtxirCLI(LightningCLI):
+    """LightningCLI that vets ``--ckpt_path`` (see the module doc) before anything reads the checkpoint."""
+
+    def parse_arguments(self, parser: ArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():  # "last"/"best" and missing files are Lightning's to resolve
+            read_checkpoint(ckpt_path, "--ckpt_path")
+
+
+def library_error(error: BaseException) -> BaseException | None:
+    """The error ctxir raised behind ``error`` (itself, or the cause jsonargparse wrapped it in), else ``None``."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, LIBRARY_ERRORS) and _raised_by_ctxir(current):
+            return current
+        current = current.__cause__
+    return None
+
+
+def _raised_by_ctxir(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is ctxir code."""
+    frame = error.__traceback__
+    if frame is None:
+        return False
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
 
 
 def cli(args: ArgsType = None, run: bool = True) -> LightningCLI:
@@ -35,6 +81,12 @@ def cli(args: ArgsType = None, run: bool = True) -> LightningCLI:
     """
     try:
         return _build(args, run)
+    except LIBRARY_ERRORS as error:
+        own = library_error(error)
+        if own is None or own is error:
+            raise
+        own.__suppress_context__ = True  # jsonargparse's wrapper and config dump say nothing more
+        raise own
     finally:
         if run:
             finish_wandb()
@@ -48,7 +100,7 @@ def finish_wandb() -> None:
 
 
 def _build(args: ArgsType, run: bool) -> LightningCLI:
-    return LightningCLI(
+    return CtxirCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
         subclass_mode_model=True,
@@ -63,7 +115,12 @@ def _build(args: ArgsType, run: bool) -> LightningCLI:
 
 def main(args: ArgsType = None) -> None:
     """The console script: run the CLI with ``args`` (``None``: the command line)."""
-    cli(args)
+    try:
+        cli(args)
+    except LIBRARY_ERRORS as error:
+        if os.environ.get(TRACEBACK_VARIABLE) or library_error(error) is not error:
+            raise
+        raise SystemExit(f"ctxir: error: {error}\n(set {TRACEBACK_VARIABLE}=1 for the full traceback)") from None
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from ctxir.tasks import (
     FrozenSemanticTuner,
     TestReport,
     UDFReconstructor,
+    WrongStageError,
     strip_encoder,
 )
 from ctxir.tasks.base import TEST_BOUNDS
@@ -263,3 +264,128 @@ def test_test_stage_reports_the_paper_metrics(
     expected = reconstruction_metrics(samples, batch["eval_points"].numpy())
     for key, value in expected.items():
         assert metrics[f"test/{key}"] == pytest.approx(float(value), rel=1e-5), key
+
+
+# -- checkpoint stages and diverged models ----------------------------------------------------------------
+def relabelled(geometry_ckpt: Path, path: Path, stage: str | None) -> Path:
+    """The geometry checkpoint as if another stage (or, with ``None``, no ctxir task) had written it."""
+    checkpoint = torch.load(geometry_ckpt, weights_only=True)
+    checkpoint.pop("ctxir_stage")
+    if stage is not None:
+        checkpoint["ctxir_stage"] = stage
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("stage", ["frozen", "unfrozen", "context", None])
+def test_reconstructor_ckpt_of_another_stage_needs_accept_any_stage(
+    stage: str | None, geometry_ckpt: Path, tmp_path: Path
+) -> None:
+    path = relabelled(geometry_ckpt, tmp_path / "other.ckpt", stage)
+    found = f"written by the {stage} stage" if stage else "records no stage"
+    with pytest.raises(WrongStageError, match=rf"reconstructor_ckpt {path}: {found}.*geometry or joint.*accept_any_stage"):
+        FrozenSemanticTuner(semantic_decoder=SemanticDecoder(32, C), reconstructor_ckpt=str(path))
+    with pytest.raises(WrongStageError, match=found):
+        ContextualisedTuner(context_module=ContextModule(), semantic_decoder=SemanticDecoder(36, C),
+                            reconstructor_ckpt=str(path))
+    model = FrozenSemanticTuner(semantic_decoder=SemanticDecoder(32, C), reconstructor_ckpt=str(path),
+                                accept_any_stage=True)
+    state = torch.load(geometry_ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(value, state[key]) for key, value in _frozen_state(model).items())
+    assert model.hparams.accept_any_stage is True
+
+
+def test_joint_checkpoints_are_geometry_models(geometry_ckpt: Path, tmp_path: Path) -> None:
+    path = relabelled(geometry_ckpt, tmp_path / "joint.ckpt", "joint")
+    assert FrozenSemanticTuner(semantic_decoder=SemanticDecoder(32, C), reconstructor_ckpt=str(path)).geometry.encoder
+
+
+class NaNUDF(torch.nn.Module):
+    """A UDF decoder that has diverged."""
+
+    k = 4
+
+    def forward(self, points: torch.Tensor, codes: torch.Tensor, queries: torch.Tensor, *_: object, **__: object) -> torch.Tensor:
+        return torch.full_like(queries[:, 0], float("nan")) + 0 * codes.sum()
+
+
+def test_a_diverged_model_gets_an_error_not_a_score(
+    datamodule: SyntheticRoomsDataModule, geometry_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    model = UDFReconstructor.load_from_checkpoint(geometry_ckpt, test_resolution=16, test_num_points=200)
+    model.geometry.udf_decoder = NaNUDF()
+    with pytest.raises(FloatingPointError, match=r"UDFReconstructor at step 0, validation batch 0 \(scenes val_0000, "
+                                                 r"val_0001\): 2048 of 2048 predicted distances are NaN or Inf"):
+        trainer(tmp_path).validate(model, datamodule, verbose=False)
+    with pytest.raises(FloatingPointError, match="test scene test_0000: the UDF returned NaN or Inf"):
+        trainer(tmp_path, callbacks=[TestReport()]).test(model, datamodule, verbose=False)
+    assert "CD-L1" not in capsys.readouterr().out  # no Table 1 row for a diverged model
+    tuner = FrozenSemanticTuner(semantic_decoder=SemanticDecoder(32, C), reconstructor_ckpt=str(geometry_ckpt))
+    with torch.no_grad():
+        tuner.semantic_decoder.out.bias[3] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"FrozenSemanticTuner at step 0, validation batch 0 .* class logits"):
+        trainer(tmp_path).validate(tuner, datamodule, verbose=False)
+
+
+class HeightClasses(torch.nn.Module):
+    """A semantic decoder whose answer is known: floor, wall or ceiling by the height of the query."""
+
+    num_classes = C
+
+    def forward(self, points: torch.Tensor, features: torch.Tensor, queries: torch.Tensor, *_: object, **__: object) -> torch.Tensor:
+        return torch.nn.functional.one_hot(height_class(queries), C).float() + 0 * features.sum()
+
+
+def height_class(queries: torch.Tensor | np.ndarray) -> torch.Tensor:
+    z = torch.as_tensor(queries)[:, 2]
+    return torch.where(z < -0.15, 1, torch.where(z > 0.15, 12, 0))  # floor, wall, ceiling
+
+
+def f_score_by_hand(pred: np.ndarray, gt: np.ndarray, threshold: float) -> float:
+    """F1 at ``threshold`` between two point sets, from the full distance matrix."""
+    distances = np.linalg.norm(pred[:, None] - gt[None], axis=2)
+    precision, recall = (distances.min(1) <= threshold).mean(), (distances.min(0) <= threshold).mean()
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def semantics_by_hand(pred: np.ndarray, labels: np.ndarray, gt: np.ndarray, gt_labels: np.ndarray) -> dict[str, float]:
+    """mIoU, mF1-δ and mF1-2δ of one scene by brute force, as SPEC §4 and ``ctxir.eval.functional`` define them."""
+    nearest = gt_labels[np.linalg.norm(pred[:, None] - gt[None], axis=2).argmin(1)]
+    keep = nearest >= 0
+    pred, labels, nearest = pred[keep], labels[keep], nearest[keep]
+    classes = np.unique(gt_labels[gt_labels >= 0])
+    iou, f1, f1_2delta = [], [], []
+    for c in classes:
+        true_pos = np.sum((labels == c) & (nearest == c))
+        union = np.sum((labels == c) | (nearest == c))
+        iou.append(true_pos / union if union else 0.0)
+        predicted = (labels == c).any()
+        f1.append(f_score_by_hand(pred[labels == c], gt[gt_labels == c], 0.005) if predicted else 0.0)
+        f1_2delta.append(f_score_by_hand(pred[labels == c], gt[gt_labels == c], 0.01) if predicted else 0.0)
+    return {"miou": float(np.mean(iou)), "mf1": float(np.mean(f1)), "mf1_2delta": float(np.mean(f1_2delta))}
+
+
+def test_test_stage_semantic_metrics_on_two_scenes_per_batch_match_a_brute_force_computation(
+    datamodule: SyntheticRoomsDataModule, geometry_ckpt: Path, tmp_path: Path
+) -> None:
+    two = SyntheticRoomsDataModule(num_train=4, num_val=2, num_test=2, batch_size=2, cache_dir=datamodule.cache_dir,
+                                   **SIZES)
+    two.prepare_data()  # only the second test room is new
+    model = FrozenSemanticTuner(semantic_decoder=SemanticDecoder(32, C), reconstructor_ckpt=str(geometry_ckpt),
+                                test_resolution=32, test_num_points=1500)
+    model.geometry.udf_decoder, model.semantic_decoder = SphereUDF(), HeightClasses()
+    metrics = trainer(tmp_path).test(model, two, verbose=False)[0]
+    two.setup("test")
+    (batch,) = list(two.test_dataloader())
+    assert batch["scene"] == ["test_0000", "test_0001"]
+    vertices, faces = extract_mesh(lambda q: SphereUDF()(q, q, q), TEST_BOUNDS, 32)
+    per_scene = []
+    for scene in range(2):
+        samples, _ = sample_mesh_surface(vertices, faces, 1500, seed=scene)
+        rows = (batch["eval_batch"] == scene).numpy()
+        per_scene.append(semantics_by_hand(samples, height_class(samples).numpy(), batch["eval_points"].numpy()[rows],
+                                           batch["eval_labels"].numpy()[rows]))
+    assert per_scene[0]["miou"] != pytest.approx(per_scene[1]["miou"], abs=1e-3)  # the scene mean is not one scene's
+    assert metrics["test/num_scenes"] == 2
+    for key in ("miou", "mf1", "mf1_2delta"):
+        assert metrics[f"test/{key}"] == pytest.approx(np.mean([s[key] for s in per_scene]), rel=1e-5), key

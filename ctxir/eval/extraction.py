@@ -169,6 +169,8 @@ def extract_mesh(
     Returns:
         vertices (V, 3) float32 and faces (F, 3) int64 numpy arrays (both empty if nothing is found).
     """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer (most points per UDF call), got {chunk_size!r}")
     grid = Grid.from_bounds(as_bounds(bounds), resolution)
     voxel = float(grid.spacing.max())
     level = threshold if threshold is not None else threshold_voxels * voxel

@@ -31,7 +31,11 @@ GradientMethod = Literal["auto", "autograd", "finite_difference"]
 
 
 def evaluate_udf(udf: UDF, points: torch.Tensor) -> torch.Tensor:
-    """Call ``udf`` on (M, 3) points and check that it returned M distances; returns an (M,) tensor."""
+    """Call ``udf`` on (M, 3) points and check that it returned M finite distances; returns an (M,) tensor.
+
+    NaN or Inf (a diverged model) raises ``FloatingPointError``: left in, such values compare false with every
+    threshold, so the surface would silently lose the cells they touch (an empty mesh if all are NaN).
+    """
     values = udf(points)
     if not isinstance(values, torch.Tensor):
         raise TypeError(f"the UDF callable must return a torch.Tensor, got {type(values).__name__}")
@@ -41,6 +45,13 @@ def evaluate_udf(udf: UDF, points: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"the UDF callable returned shape {tuple(values.shape)} for {points.shape[0]} query points; "
             "expected (M,) or (M, 1)"
+        )
+    bad = ~torch.isfinite(values.detach())
+    if bool(bad.any()):
+        first = points[bad.nonzero()[0, 0]].tolist()
+        raise FloatingPointError(
+            f"the UDF returned NaN or Inf at {int(bad.sum())} of {len(values)} query points (e.g. at "
+            f"{[round(x, 4) for x in first]}): the model has diverged or its inputs hold NaN"
         )
     return values
 

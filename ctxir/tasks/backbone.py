@@ -71,33 +71,35 @@ class GeometryBackbone(nn.Module):
         *,
         train_encoder: bool = False,
         train_decoder: bool = False,
-        stages: Collection[str] = GEOMETRY_STAGES,
+        stages: Collection[str] | None = GEOMETRY_STAGES,
+        option: str = "checkpoint",
     ) -> GeometryBackbone:
         """Rebuild and strictly load encoder and UDF decoder from a task checkpoint.
 
         Only checkpoints of ``stages`` are accepted (default: geometry pre-training); the joint baseline's is
-        also a geometry model (pass ``stages=("geometry", "joint")``). A checkpoint without encoder weights
-        (:func:`~ctxir.tasks.strip_encoder`) gives a backbone without encoder.
+        also a geometry model (pass ``stages=("geometry", "joint")``). ``stages=None`` accepts a checkpoint of any
+        stage, also one that records none. A checkpoint without encoder weights
+        (:func:`~ctxir.tasks.strip_encoder`) gives a backbone without encoder. ``option`` names the setting the
+        path came from in the errors.
         """
-        checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path, option)
+        where = f"{option} {path}"
         stage = checkpoint_stage(checkpoint)
-        if stage not in stages:
-            raise WrongStageError(
-                f"{path}: written by the {stage or 'unknown'} stage, but a checkpoint of "
-                f"{' or '.join(sorted(stages))} is needed here"
-            )
+        if stages is not None and stage not in stages:
+            found = f"written by the {stage} stage" if stage else "records no stage (not written by a ctxir task?)"
+            raise WrongStageError(f"{where}: {found}, but a checkpoint of {' or '.join(sorted(stages))} is needed")
         hparams, state = checkpoint.get("hyper_parameters", {}), checkpoint["state_dict"]
         if not hparams.get("udf_decoder"):
-            raise ValueError(f"{path}: no udf_decoder spec in its hyper-parameters")
+            raise ValueError(f"{where}: no udf_decoder spec in its hyper-parameters")
         udf_decoder = build_module(hparams["udf_decoder"])
-        load_strict(udf_decoder, sub_state_dict(state, UDF_DECODER_PREFIX), str(path), UDF_DECODER_PREFIX)
+        load_strict(udf_decoder, sub_state_dict(state, UDF_DECODER_PREFIX), where, UDF_DECODER_PREFIX)
         encoder_state = sub_state_dict(state, ENCODER_PREFIX)
         if train_encoder and not encoder_state:
-            raise ValueError(f"{path}: has no encoder weights, so the encoder cannot be trained (freeze_encoder=False)")
+            raise ValueError(f"{where}: has no encoder weights, so the encoder cannot be trained (freeze_encoder=False)")
         encoder = None
         if encoder_state:
             encoder = build_module(hparams["encoder"])
-            load_strict(encoder, encoder_state, str(path), ENCODER_PREFIX)
+            load_strict(encoder, encoder_state, where, ENCODER_PREFIX)
         return cls(encoder, udf_decoder, train_encoder=train_encoder, train_decoder=train_decoder)
 
     def specs(self) -> dict[str, dict[str, Any] | None]:

@@ -20,6 +20,9 @@ Test (SPEC §4): per scene the surface is extracted from the UDF, ``test_num_poi
 labelled by the semantic decoder where the task has one, and scored against the scene's GT evaluation points:
 ``test/cd_l1``, ``test/cd_l2``, ``test/f1``, ``test/f1_2delta`` and ``test/miou``, ``test/mf1``,
 ``test/mf1_2delta`` (raw values; :class:`~ctxir.tasks.TestReport` prints them as Table 1).
+
+A diverged model gets no score: NaN or Inf in its outputs at validation or test, in the UDF during extraction,
+or in the weights of a checkpoint it loads raises a ``FloatingPointError`` naming what, the scenes and the step.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from ctxir.eval.metrics import UDFError
 from ctxir.eval.sampling import sample_mesh_surface
 from ctxir.nn.config import ModuleOrSpec, build_module, module_spec
 from ctxir.tasks.backbone import GeometryBackbone
-from ctxir.tasks.checkpoint import STAGE_KEY
+from ctxir.tasks.checkpoint import STAGE_KEY, check_finite_state
 
 Batch = dict[str, Any]
 LRSchedule = Literal["one_cycle", "constant"]
@@ -177,6 +180,27 @@ class SceneTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[STAGE_KEY] = self.stage
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse NaN/Inf weights (``load_from_checkpoint`` and the trainer's ``ckpt_path`` both pass here)."""
+        check_finite_state(checkpoint.get("state_dict", {}), f"{type(self).__name__} checkpoint")
+
+    def on_validation_batch_start(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.batch_where = f"validation batch {batch_idx} (scenes {', '.join(batch[Key.SCENE])})"
+
+    def on_test_batch_start(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.batch_where = f"test batch {batch_idx} (scenes {', '.join(batch[Key.SCENE])})"
+
+    def check_finite(self, what: str, values: Tensor) -> None:
+        """Refuse NaN/Inf in a model output (no metric of a diverged model), naming ``what``, the batch and the
+        step."""
+        bad = int((~torch.isfinite(values)).sum())
+        if bad:
+            where = getattr(self, "batch_where", "a batch")
+            raise FloatingPointError(
+                f"{type(self).__name__} at step {self.global_step}, {where}: {bad} of {values.numel()} {what} are "
+                "NaN or Inf; the model has diverged, so it is not scored"
+            )
+
     def optimiser_groups(self) -> list[dict[str, Any]]:
         """Parameter groups of the optimiser: by default one group of every trainable parameter."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
@@ -204,9 +228,11 @@ class SceneTask(L.LightningModule):
             )
 
     def update_udf_metrics(self, pred: Tensor, batch: Batch) -> None:
+        self.check_finite("predicted distances", pred)
         self.val_udf_error.update(pred, batch[Key.QUERY_UDF], batch[Key.QUERY_BAND])
 
     def update_semantic_metrics(self, logits: Tensor, labels: Tensor) -> None:
+        self.check_finite("class logits", logits)
         pred = logits.argmax(dim=1)
         self.val_miou.update(pred, labels)
         self.val_f1.update(pred, labels)
@@ -260,15 +286,20 @@ class SceneTask(L.LightningModule):
         # E_g must not be an inference tensor: extraction differentiates the UDF through it
         with torch.inference_mode(False), torch.no_grad():
             encodings, features = self.scene_fields(batch)
+            self.check_finite("encodings", encodings)
             for scene in range(num_clouds(batch)):
                 rows = batch[Key.POINT_BATCH] == scene
                 points = batch[Key.POINTS][rows]
-                pred = self.surface_points(points, encodings[rows], seed=scene)
+                try:
+                    pred = self.surface_points(points, encodings[rows], seed=scene)
+                except FloatingPointError as error:
+                    raise FloatingPointError(f"test scene {batch[Key.SCENE][scene]}: {error}") from None
                 gt_rows = batch[Key.EVAL_BATCH] == scene
                 gt_points, gt_labels = batch[Key.EVAL_POINTS][gt_rows], batch[Key.EVAL_LABELS][gt_rows]
                 self.test_reconstruction.update(pred, gt_points)
                 if self.test_semantics is not None and decoder is not None and features is not None:
                     logits = decoder(points, features[rows], pred)
+                    self.check_finite("class logits", logits)
                     self.test_semantics.update(pred, logits.argmax(1), gt_points, gt_labels)
 
     def on_test_epoch_end(self) -> None:

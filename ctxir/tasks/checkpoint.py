@@ -1,4 +1,9 @@
-"""Reading checkpoints and restoring sub-modules from them, strictly and with errors that say what differs."""
+"""Reading checkpoints and restoring sub-modules from them, strictly and with errors that say what differs.
+
+A checkpoint is a file from somewhere: :func:`read_checkpoint` loads it without unpickling code
+(``weights_only``), refuses module specs off the allow-list (:func:`ctxir.nn.config.check_specs`) and weights
+holding NaN or Inf (:func:`check_finite_state`, a diverged run), each with the file named.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import torch
 from torch import nn
 
 from ctxir.core.io import atomic_write
+from ctxir.nn.config import check_specs
 
 ENCODER_PREFIX = "geometry.encoder"
 """State-dict prefix of the encoder weights in every task's checkpoint."""
@@ -21,18 +27,38 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint's weights do not fit the module they are loaded into."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint as a dict (``state_dict``, ``hyper_parameters``, ...), loaded on the CPU."""
+def read_checkpoint(path: str | Path, option: str = "checkpoint") -> dict[str, Any]:
+    """A Lightning checkpoint as a dict (``state_dict``, ``hyper_parameters``, ...), loaded on the CPU and vetted:
+    its module specs must be allowed and its weights finite. ``option`` names the setting in the errors
+    (e.g. ``"reconstructor_ckpt"``)."""
     path = Path(path)
+    where = f"{option} {path}"
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{where}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unreadable or truncated file
-        raise CheckpointMismatchError(f"{path}: not a readable checkpoint ({error})") from error
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise CheckpointMismatchError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    except Exception as error:  # unreadable or truncated file, or pickled objects beyond plain data
+        raise CheckpointMismatchError(f"{where}: not a readable checkpoint ({error})") from error
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise CheckpointMismatchError(f"{where}: not a Lightning checkpoint (no 'state_dict')")
+    check_specs(checkpoint.get("hyper_parameters", {}), where)
+    check_finite_state(checkpoint["state_dict"], where)
     return dict(checkpoint)
+
+
+def check_finite_state(state: Mapping[str, Any], where: str) -> None:
+    """Refuse a state dict with NaN or Inf in any floating-point tensor (the weights of a diverged run), naming
+    the tensors and ``where`` they come from."""
+    bad = [
+        f"{key} ({int((~torch.isfinite(value)).sum())} of {value.numel()})"
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise FloatingPointError(
+            f"{where}: NaN or Inf weights (a diverged run?) in {len(bad)} tensors: " + ", ".join(bad[:8])
+            + (" ..." if len(bad) > 8 else "")
+        )
 
 
 def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -78,7 +104,8 @@ row, contextualised tuning."""
 
 
 def checkpoint_stage(checkpoint: Mapping[str, Any]) -> str | None:
-    """The stage recorded in a checkpoint (``None`` for a checkpoint that records none)."""
+    """The stage recorded in a checkpoint (``None`` for one that records none: not written by a ctxir task, or
+    by a version before stages were recorded)."""
     stage = checkpoint.get(STAGE_KEY)
     return str(stage) if stage is not None else None
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ctxir.data.keys import Key
 from ctxir.nn.config import ModuleOrSpec
-from ctxir.tasks.backbone import GEOMETRY_STAGES, GeometryBackbone
+from ctxir.tasks.backbone import GEOMETRY_STAGES, GeometryBackbone, WrongStageError
 from ctxir.tasks.base import Batch, SceneTask, num_clouds
 from ctxir.tasks.losses import segmentation_loss
 
@@ -30,6 +30,11 @@ class SemanticTuner(SceneTask):
     ``encoder``/``udf_decoder`` are architecture specs: filled in from ``reconstructor_ckpt`` at the first
     construction and stored in the tuner's own checkpoints, from which it rebuilds without the reconstructor
     checkpoint (the weights then come from the tuner's state dict).
+
+    ``reconstructor_ckpt`` must come from geometry pre-training or the joint baseline (:attr:`geometry_stages`):
+    a tuner's checkpoint, or the unfrozen-encoder row's (whose encoder was trained by segmentation), is refused
+    with a :class:`~ctxir.tasks.WrongStageError` naming the stage it found, unless ``accept_any_stage=True``
+    says deliberately to take the encoder and UDF decoder of any checkpoint (also one that records no stage).
     """
 
     monitor, monitor_mode = "val/miou", "max"
@@ -38,7 +43,12 @@ class SemanticTuner(SceneTask):
     are a geometry model too)."""
 
     def __init__(
-        self, *, modules: Mapping[str, ModuleOrSpec | None], reconstructor_ckpt: str | None, **kwargs: Any
+        self,
+        *,
+        modules: Mapping[str, ModuleOrSpec | None],
+        reconstructor_ckpt: str | None,
+        accept_any_stage: bool,
+        **kwargs: Any,
     ) -> None:
         super().__init__(modules=modules, **kwargs)
 
@@ -52,15 +62,22 @@ class SemanticTuner(SceneTask):
         if self.given["udf_decoder"] is None:  # first construction: architecture and weights from the checkpoint
             if self.hparams.reconstructor_ckpt is None:
                 raise ValueError("give reconstructor_ckpt (a geometry checkpoint) to restore the geometry from")
-            self.geometry = GeometryBackbone.restore(
-                self.hparams.reconstructor_ckpt, train_encoder=self.train_encoder, stages=self.geometry_stages
-            )
+            self.geometry = self.restore_geometry(self.hparams.reconstructor_ckpt)
         else:
             self.geometry = GeometryBackbone(
                 self.given["encoder"], self.given["udf_decoder"], train_encoder=self.train_encoder,
                 train_decoder=False,
             )
         self.semantic_decoder = self.given["semantic_decoder"]
+
+    def restore_geometry(self, path: str) -> GeometryBackbone:
+        """The frozen geometry path of ``path``, of a geometry stage unless ``accept_any_stage``."""
+        stages = None if self.hparams.accept_any_stage else self.geometry_stages
+        try:
+            return GeometryBackbone.restore(path, train_encoder=self.train_encoder, stages=stages,
+                                            option="reconstructor_ckpt")
+        except WrongStageError as error:
+            raise WrongStageError(f"{error}; set accept_any_stage=True to use its encoder and UDF decoder anyway") from None
 
     def module_specs(self) -> dict[str, nn.Module | None]:
         return {**super().module_specs(), "semantic_decoder": self.semantic_decoder}
@@ -102,6 +119,7 @@ class FrozenSemanticTuner(SemanticTuner):
         semantic_decoder: a :class:`~ctxir.nn.SemanticDecoder` with ``feature_channels = d``.
         reconstructor_ckpt: the geometry checkpoint to restore (a joint baseline's is accepted too: its
             encoder and UDF decoder are a geometry model).
+        accept_any_stage: restore ``reconstructor_ckpt`` whatever stage wrote it (see :class:`SemanticTuner`).
         freeze_encoder: ``False`` gives the paper's "unfrozen encoder" row: the encoder is trained by the
             segmentation loss alone (no geometric supervision; the UDF decoder stays frozen).
         encoder, udf_decoder: architecture specs; filled in from the checkpoint (leave unset).
@@ -113,6 +131,7 @@ class FrozenSemanticTuner(SemanticTuner):
         *,
         semantic_decoder: ModuleOrSpec,
         reconstructor_ckpt: str | None = None,
+        accept_any_stage: bool = False,
         freeze_encoder: bool = True,
         encoder: Mapping[str, Any] | None = None,
         udf_decoder: Mapping[str, Any] | None = None,
@@ -120,7 +139,7 @@ class FrozenSemanticTuner(SemanticTuner):
     ) -> None:
         super().__init__(
             modules={"semantic_decoder": semantic_decoder, "encoder": encoder, "udf_decoder": udf_decoder},
-            reconstructor_ckpt=reconstructor_ckpt, **kwargs,
+            reconstructor_ckpt=reconstructor_ckpt, accept_any_stage=accept_any_stage, **kwargs,
         )
 
     @property
@@ -142,6 +161,7 @@ class ContextualisedTuner(SemanticTuner):
         context_module: a :class:`~ctxir.nn.ContextModule` (``in_channels = d``, ``out_channels = l``).
         semantic_decoder: a :class:`~ctxir.nn.SemanticDecoder` with ``feature_channels = d + l``.
         reconstructor_ckpt: the geometry checkpoint to restore (a joint baseline's is accepted too).
+        accept_any_stage: restore ``reconstructor_ckpt`` whatever stage wrote it (see :class:`SemanticTuner`).
         encoder, udf_decoder: architecture specs; filled in from the checkpoint (leave unset).
         **kwargs: the shared arguments of :class:`~ctxir.tasks.base.SceneTask` (``lr``, ``lr_schedule``, ...).
     """
@@ -154,6 +174,7 @@ class ContextualisedTuner(SemanticTuner):
         context_module: ModuleOrSpec,
         semantic_decoder: ModuleOrSpec,
         reconstructor_ckpt: str | None = None,
+        accept_any_stage: bool = False,
         encoder: Mapping[str, Any] | None = None,
         udf_decoder: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -161,7 +182,7 @@ class ContextualisedTuner(SemanticTuner):
         super().__init__(
             modules={"context_module": context_module, "semantic_decoder": semantic_decoder, "encoder": encoder,
                      "udf_decoder": udf_decoder},
-            reconstructor_ckpt=reconstructor_ckpt, **kwargs,
+            reconstructor_ckpt=reconstructor_ckpt, accept_any_stage=accept_any_stage, **kwargs,
         )
 
     def configure_models(self) -> None:
