@@ -176,9 +176,18 @@ class Reproduction:
             "test": {k.removeprefix("test/"): float(v) for k, v in tested.trainer.callback_metrics.items()
                      if k.startswith("test/")},
         }
+        if run.stage == "geometry":
+            self.results[run.name]["val"] = self.validate(base, Path(best))
         if run.name == "geometry":
             self.write_encodings(base, Path(best))
         self.save()
+
+    def validate(self, base: list[str], best: Path) -> dict[str, float]:
+        """The best geometry checkpoint's validation UDF error and the learning-free baselines on the same
+        queries (``val/udf_mae``, ``val/baseline/*``, overall and per σ pool)."""
+        run = cli(["validate", *base, f"--ckpt_path={best}", "--trainer.logger=false"])
+        return {k.removeprefix("val/"): float(v) for k, v in run.trainer.callback_metrics.items()
+                if k.startswith(("val/udf_mae", "val/baseline/"))}
 
     def write_encodings(self, base: list[str], best: Path) -> None:
         """Every scene's E_g to ``encodings/``, and the checkpoint without its encoder."""
@@ -212,6 +221,27 @@ class Reproduction:
         (self.output / "results.md").write_text(markdown(self.setting_name, self.results))
 
 
+def geometry_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Validation UDF error of the geometry runs beside predicting 0 and the plane fit, per σ pool."""
+    runs = [name for name in TABLE1 if "val" in results.get(name, {})]
+    if not runs:
+        return []
+    first = results[runs[0]]["val"]
+    bands = sorted({k.split("/sigma_")[1] for k in first if "/sigma_" in k}, key=float, reverse=True)
+
+    def cells(values: dict[str, float], key: str) -> list[str]:
+        return [format_value(values.get(key), 1e3), *(format_value(values.get(f"{key}/sigma_{b}"), 1e3) for b in bands)]
+
+    rows = [[results[name]["label"], *cells(results[name]["val"], "udf_mae")] for name in runs]
+    rows += [["Plane fit (no learning)", *cells(first, "baseline/plane_fit_mae")],
+             ["Predict 0", *cells(first, "baseline/zero_mae")]]
+    ratios = ", ".join(f"{results[n]['label']} {results[n]['val']['udf_mae'] / first['baseline/plane_fit_mae']:.2f}×"
+                       for n in runs if first.get("baseline/plane_fit_mae"))
+    return ["", "Validation UDF error (mean |min(f̂, 0.1) − min(d, 0.1)| ×10³ on the validation rooms' queries; "
+            f"error / plane fit: {ratios}):", "",
+            *markdown_table(["UDF", "all", *(f"σ = {b}" for b in bands)], rows)]
+
+
 def markdown(setting: str, results: dict[str, dict[str, Any]]) -> str:
     """Table 1 (reconstruction ×10²/×10⁴ as the paper prints them, then semantics) and Table 3."""
     lines = [f"# Reproduction on synthetic rooms ({setting} setting)", "",
@@ -222,6 +252,7 @@ def markdown(setting: str, results: dict[str, dict[str, Any]]) -> str:
         val = r["best_val"] if r["monitor"] == "val/miou" else None
         rows.append([r["label"], *table1_cells(r["test"]), format_value(val), f"{r['fit_seconds']:.0f}"])
     lines += markdown_table(["Method", *table1_titles(), "val mIoU", "fit (s)"], rows)
+    lines += geometry_table(results)
     ablations = [name for name in ("context", *ABLATIONS) if name in results]
     if len(ablations) > 1:
         lines += ["", "Table 3 ablations (contextualised tuning on the same frozen encodings):", ""]

@@ -22,4 +22,4 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not [out for out in outputs if out.output_type == "error"]
     text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
     assert "13 classes: wall, floor" in text and "CD-L1" in text
-    assert (tmp_path / "runs" / "quickstart" / "geometry" / "best.ckpt").is_file()
+    assert (tmp_path / "runs" / "notebook" / "geometry" / "best.ckpt").is_file()
