@@ -70,7 +70,7 @@ def test_band_evaluates_a_small_fraction_at_high_resolution() -> None:
     grid = Grid.from_bounds(UNIT, 160)
     udf, calls = counting(sphere_udf)
     cells, _, table = narrow_band_cells(udf, grid, float(grid.spacing.max()))
-    assert sum(calls) == table.evaluated < 0.06 * grid.num_nodes
+    assert sum(calls) == table.evaluated < 0.08 * grid.num_nodes  # default safety factor 2
     assert len(cells) > 0.01 * np.prod(grid.cell_shape)
 
 
