@@ -29,6 +29,7 @@ import ctxir.data.datamodules  # noqa: F401
 import ctxir.nn  # noqa: F401
 import ctxir.tasks  # noqa: F401
 from ctxir import __version__
+from ctxir.nn.config import UntrustedModuleError
 from ctxir.tasks.checkpoint import read_checkpoint
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -50,7 +51,17 @@ class CtxirCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():  # "last"/"best" and missing files are Lightning's to resolve
-            read_checkpoint(ckpt_path, "--ckpt_path")
+            checkpoint = read_checkpoint(ckpt_path, "--ckpt_path")
+            check_task_class(checkpoint.get("hyper_parameters", {}).get("_class_path"), f"--ckpt_path {ckpt_path}")
+
+
+def check_task_class(path: object, where: str) -> None:
+    """Refuse the task class a CLI-written checkpoint names (``_class_path``) unless it is a LightningModule that is
+    imported already: Lightning would hand it to jsonargparse, which imports whatever module it names."""
+    module_name, _, name = str(path).rpartition(".")
+    found = getattr(sys.modules.get(module_name), name, None)
+    if path is not None and not (isinstance(found, type) and issubclass(found, LightningModule)):
+        raise UntrustedModuleError(f"{where}: refusing the task class {path!r}, not an imported LightningModule")
 
 
 def library_error(error: BaseException) -> BaseException | None:

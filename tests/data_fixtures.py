@@ -36,6 +36,9 @@ SceneNN (``<root>/<id>/<id>.ply``)
   u4 label (instance), u2 nyu_class (nyu40, 0 = unannotated), u1 red,green,blue; list uchar int
   vertex_indices. ``corrupt="truncated"`` cuts the file. Returns ``SceneNNScene``.
 - ``write_scenenn_root(root, train=("005", "014"), test=("011",), seed=0)``: several scenes.
+
+PLY damage
+- ``declare_rows(path, element, count)``: the header declares ``count`` rows of ``element``, the data unchanged.
 """
 
 from __future__ import annotations
@@ -449,3 +452,15 @@ def write_scenenn_root(
     """A SceneNN root with the given scene ids (use ids from the shipped lists)."""
     return {scene_id: write_scenenn_scene(root, scene_id, seed=seed + index)
             for index, scene_id in enumerate(train + test)}  # fmt: skip
+
+
+def declare_rows(path: str | Path, element: str, count: int) -> None:
+    """Rewrite the PLY header at ``path`` to declare ``count`` rows of ``element``; the data stays as written."""
+    path = Path(path)
+    data = path.read_bytes()
+    end = data.index(b"end_header") + len(b"end_header")
+    lines = [
+        f"element {element} {count}".encode() if line.startswith(f"element {element} ".encode()) else line
+        for line in data[:end].split(b"\n")
+    ]
+    path.write_bytes(b"\n".join(lines) + data[end:])

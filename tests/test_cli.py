@@ -1,6 +1,6 @@
 """The ``ctxir`` command: every shipped config parses, the synthetic ones run end to end (geometry → joint /
-frozen / context → test) on tiny rooms, DDP over 3 CPU processes syncs its metrics, and a crashed fit resumes
-to the same number of steps."""
+frozen / context → test) on tiny rooms, DDP over 3 CPU processes gives the validation and test metrics of one
+process on uneven splits, and a crashed fit resumes from its checkpoint without replaying steps."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torchmetrics.functional.classification import multiclass_jaccard_index
 
 from ctxir.cli import cli
+from ctxir.data import SyntheticRoomsDataModule
+from ctxir.data.collate import collate_scenes
+from ctxir.tasks import UDFReconstructor
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
@@ -95,31 +100,72 @@ def test_synthetic_configs_run_the_three_stages(
     assert "ContextualisedTuner test (1 scenes): CD-L1" in capsys.readouterr().out
 
 
-def test_ddp_on_three_processes_syncs_validation_metrics(cache: Path, tmp_path: Path) -> None:
-    """Three CPU ranks each validate one room; the checkpoint's best val/miou must equal one process validating
-    all three rooms with the weights it saved (a per-rank average of mIoU would differ)."""
-    args = [
-        "fit", "--config", str(SYNTHETIC / "joint.yaml"), *tiny(cache, rooms=(3, 3, 1)),
-        "--trainer.accelerator=cpu", "--trainer.devices=3", "--trainer.strategy=ddp", "--trainer.max_steps=2",
-        *csv_logger(tmp_path), f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.callbacks.dirpath={tmp_path / 'checkpoints'}",
-    ]
+def run_ddp(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m ctxir`` on three CPU processes (Lightning's launcher re-runs the command in each)."""
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "ctxir", *args], cwd=tmp_path, env=env, capture_output=True,
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=3", "--trainer.strategy=ddp"]
+    done = subprocess.run([sys.executable, "-m", "ctxir", *args, *ddp], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-1500:]
+    return done
+
+
+def room_predictions(checkpoint: Path, cache: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(predicted class, label) of every validation query of each of the four validation rooms, one room at a time."""
+    model = UDFReconstructor.load_from_checkpoint(checkpoint).eval()
+    sizes = dict(num_points=1024, num_queries=512, num_surface=1024, num_off_surface=1500, num_eval=1500)
+    data = SyntheticRoomsDataModule(num_train=3, num_val=4, num_test=4, cache_dir=str(cache), **sizes)
+    data.setup("validate")
+    rooms = []
+    with torch.no_grad():
+        for index in range(len(data.datasets["val"])):
+            batch = collate_scenes([data.datasets["val"][index]])
+            rooms.append((model(batch)["logits"].argmax(1), batch["query_labels"]))
+    return rooms
+
+
+def pooled_miou(rooms: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Macro IoU over the queries of all ``rooms`` together (what one process validating them all reports)."""
+    return float(multiclass_jaccard_index(torch.cat([p for p, _ in rooms]), torch.cat([t for _, t in rooms]), 13,
+                                          ignore_index=-1))
+
+
+def test_ddp_on_three_processes_gives_the_metrics_of_one_process_on_uneven_splits(cache: Path, tmp_path: Path) -> None:
+    """Three CPU ranks validate four rooms (2 + 1 + 1) and then test four rooms: the checkpoint's best val/miou and
+    every test metric must equal one process evaluating all rooms with the same weights. On these rooms, averaging
+    per rank, or Lightning's default sampler (which repeats rooms to even the ranks out), gives other numbers."""
+    rooms = tiny(cache, rooms=(3, 4, 4))
+    args = ["--config", str(SYNTHETIC / "joint.yaml"), *rooms, f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.callbacks.dirpath={tmp_path / 'checkpoints'}"]
+    run_ddp(["fit", *args, "--trainer.max_steps=2", *csv_logger(tmp_path / "fit")], tmp_path)
     best = tmp_path / "checkpoints" / "best.ckpt"
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("BestAndLastCheckpoint"))
-    assert torch.load(best.with_name("last.ckpt"), map_location="cpu", weights_only=False)["global_step"] == 2
-    run = cli(["validate", "--config", str(SYNTHETIC / "joint.yaml"), *tiny(cache, rooms=(3, 3, 1)),
-               "--trainer.devices=1", "--trainer.accelerator=cpu", "--trainer.logger=false",
-               f"--trainer.default_root_dir={tmp_path / 'single'}", f"--ckpt_path={best}"])
-    single = float(run.trainer.callback_metrics["val/miou"])
-    assert single == pytest.approx(float(state["best_model_score"]), abs=1e-6)
+    assert torch.load(best.with_name("last.ckpt"), map_location="cpu", weights_only=True)["global_step"] == 2
+    single = ["--trainer.devices=1", "--trainer.accelerator=cpu", "--trainer.logger=false",
+              f"--trainer.default_root_dir={tmp_path / 'single'}", f"--ckpt_path={best}"]
+    validated = cli(["validate", *args, *single])
+    one_process = float(validated.trainer.callback_metrics["val/miou"])
+    assert one_process == pytest.approx(float(state["best_model_score"]), rel=1e-6)
+    per_room = room_predictions(best, cache)
+    assert pooled_miou(per_room) == pytest.approx(one_process, rel=1e-6)
+    per_rank = [[per_room[0], per_room[3]], [per_room[1]], [per_room[2]]]
+    assert np.mean([pooled_miou(rank) for rank in per_rank]) != pytest.approx(one_process, rel=0.05)
+    padded = [per_room[i] for i in (0, 3, 1, 0, 2, 1)]  # DistributedSampler's 6 slots for 4 rooms on 3 ranks
+    assert pooled_miou(padded) != pytest.approx(one_process, rel=0.05)
+
+    done = run_ddp(["test", *args, f"--ckpt_path={best}", *csv_logger(tmp_path / "test")], tmp_path)
+    assert "UDFReconstructor test (4 scenes): CD-L1" in done.stdout
+    (csv,) = (tmp_path / "test").rglob("metrics.csv")
+    header, values = csv.read_text().strip().splitlines()[-2:]
+    ddp_metrics = {key: float(value) for key, value in zip(header.split(","), values.split(",")) if value}
+    tested = cli(["test", *args, *single]).trainer.callback_metrics
+    assert {key for key in ddp_metrics if key.startswith("test/")} == set(tested)
+    for key, value in tested.items():
+        assert ddp_metrics[key] == pytest.approx(float(value), rel=1e-5, abs=1e-7), key
 
 
-def test_a_crashed_fit_resumes_to_the_same_step_count(
+def test_a_crashed_fit_resumes_from_its_checkpoint_without_replaying_steps(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -134,9 +180,14 @@ def test_a_crashed_fit_resumes_to_the_same_step_count(
         cli([*common, "--trainer.default_root_dir=crashed", "--trainer.callbacks.dirpath=crashed", *crash])
     # Lightning runs checkpoint callbacks after the others: the crash after step 3 leaves step 2's state,
     # mid-way through epoch 0 (4 steps)
-    assert torch.load(tmp_path / "crashed" / "last.ckpt", weights_only=False)["global_step"] == 2
+    last = torch.load(tmp_path / "crashed" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2
     resumed = cli([*common, "--trainer.default_root_dir=crashed", "--trainer.callbacks.dirpath=crashed",
-                   "--ckpt_path=last"])
+                   "--trainer.callbacks+=tests.crash_callback.StepRecorder", "--ckpt_path=last"])
+    (recorder,) = [c for c in resumed.trainer.callbacks if type(c).__name__ == "StepRecorder"]
+    assert recorder.start_step == 2 and recorder.steps == 6  # ignored: 8 steps; replayed from epoch start: 8
+    assert recorder.start_state.keys() == last["state_dict"].keys()
+    assert all(torch.equal(recorder.start_state[k], v) for k, v in last["state_dict"].items())  # restored weights
     assert resumed.trainer.global_step == uninterrupted.trainer.global_step
     assert resumed.trainer.current_epoch == uninterrupted.trainer.current_epoch
 

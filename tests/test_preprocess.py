@@ -13,7 +13,13 @@ import pytest
 from ctxir.data import cache
 from ctxir.data.errors import CorruptFileError
 from ctxir.data.mesh import LabelledMesh
-from ctxir.data.preprocess import closest_points_on_mesh, label_points, preprocess_scenes, sample_scene
+from ctxir.data.preprocess import (
+    closest_points_on_mesh,
+    label_points,
+    preprocess_scenes,
+    preprocessing_params,
+    sample_scene,
+)
 
 SMALL = {"num_surface": 600, "num_off_surface": 1500, "num_eval": 700}
 
@@ -179,7 +185,7 @@ def test_cache_reuse_and_invalidation(tmp_path: Path) -> None:
     first = preprocess_scenes(reader, ["u0", "u9"], tmp_path, **TINY, progress=False)
     assert first == {"u0": ["set/u0"], "u9": ["set/u9", "set/u9_extra"]}
     assert calls == ["u0", "u9"]
-    path = cache.scene_cache_path(tmp_path, "set/u9")
+    path = cache.scene_cache_path(tmp_path, "set/u9", preprocessing_params(**TINY))
     stored = cache.read_scene_cache(path)
     assert str(stored["scene_name"]) == "set/u9" and stored["off_points_2"].shape == (60, 3)
     with np.load(path, allow_pickle=False) as data:  # loadable without pickle, parameters recorded
@@ -190,11 +196,12 @@ def test_cache_reuse_and_invalidation(tmp_path: Path) -> None:
     changed = {**TINY, "num_off_surface": 70}
     preprocess_scenes(reader, ["u0", "u9"], tmp_path, **changed, progress=False)
     assert calls == ["u0", "u9", "u0", "u9"]
-    assert cache.read_scene_cache(path)["off_points_0"].shape == (70, 3)
+    changed_path = cache.scene_cache_path(tmp_path, "set/u9", preprocessing_params(**changed))
+    assert changed_path != path and cache.read_scene_cache(changed_path)["off_points_0"].shape == (70, 3)
     preprocess_scenes(reader, ["u0"], tmp_path, **changed, source={"classes": "other"}, progress=False)
     assert calls[-1] == "u0" and len(calls) == 5
     names = {p.name for p in tmp_path.glob("*.npz")}
-    assert len(names) == 3 and all("/" not in n for n in names)
+    assert len(names) == 7 and all("/" not in n for n in names)  # 3 + 3 + 1 scenes: every setting kept
 
 
 def test_safe_names_are_distinct() -> None:
@@ -253,8 +260,9 @@ def test_process_pool_matches_serial(tmp_path: Path) -> None:
     serial = preprocess_scenes(reader, ["u1", "u3"], tmp_path / "serial", **TINY, progress=False)
     assert serial == pooled
     for name in ("set/u1", "set/u3"):
-        a = cache.read_scene_cache(cache.scene_cache_path(tmp_path / "pool", name))
-        b = cache.read_scene_cache(cache.scene_cache_path(tmp_path / "serial", name))
+        params = preprocessing_params(**TINY)
+        a = cache.read_scene_cache(cache.scene_cache_path(tmp_path / "pool", name, params))
+        b = cache.read_scene_cache(cache.scene_cache_path(tmp_path / "serial", name, params))
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     with pytest.raises(CorruptFileError, match="u2.ply"):
         preprocess_scenes(reader, ["u1", "u2"], tmp_path / "strict", **TINY, num_workers=2, skip_invalid=False,

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plyfile import PlyData, PlyElement
-from data_fixtures import write_scannet_label_map, write_scannet_root, write_scannet_scene
+from data_fixtures import declare_rows, write_scannet_label_map, write_scannet_root, write_scannet_scene
 
 from ctxir.data import scannet
 from ctxir.data.errors import CorruptFileError, DatasetNotFoundError
@@ -161,3 +161,37 @@ def test_non_triangle_ply_and_nan_vertices(tmp_path: Path) -> None:
         (mesh,) = scannet.read_item(tmp_path, "scene0000_00")
     assert mesh.num_faces == len(truth.faces) - int((truth.faces == 0).any(axis=1).sum())
     assert np.isfinite(mesh.vertices).all()
+
+
+def test_header_counts_must_match_the_data(tmp_path: Path) -> None:
+    truth = write_scannet_scene(tmp_path, "scene0000_00")
+    mesh = truth.paths["mesh"]
+    declare_rows(mesh, "face", len(truth.faces) - 10)  # the last 10 faces would be dropped without a word
+    with pytest.raises(CorruptFileError, match=rf"{mesh}: corrupt file: 130 bytes of data follow .*counts do not"):
+        scannet.read_scene(truth.scene_dir)
+    declare_rows(mesh, "face", len(truth.faces) + 1)
+    with pytest.raises(CorruptFileError, match=f"{mesh}.*early end-of-file"):
+        scannet.read_scene(truth.scene_dir)
+
+
+def test_a_mesh_without_faces_names_its_file(tmp_path: Path) -> None:
+    truth = write_scannet_scene(tmp_path, "scene0000_00")
+    vertex = PlyData.read(str(truth.paths["mesh"]), mmap=False)["vertex"].data.copy()
+    no_faces = np.empty(0, dtype=[("vertex_indices", "i4", (3,))])
+    PlyData([PlyElement.describe(vertex, "vertex"), PlyElement.describe(no_faces, "face")], text=False,
+            byte_order="<").write(str(truth.paths["mesh"]))  # fmt: skip
+    with pytest.raises(CorruptFileError, match=rf"{truth.paths['mesh']}: corrupt file: declares 0 faces"):
+        scannet.read_item(tmp_path, "scene0000_00")
+
+
+@pytest.mark.parametrize("missing", ["segs", "aggregation"])
+def test_a_scan_without_its_instance_files_warns_naming_the_scene_and_the_consequence(
+    tmp_path: Path, missing: str
+) -> None:
+    truth = write_scannet_scene(tmp_path, "scene0000_00")
+    truth.paths[missing].unlink()
+    with pytest.warns(UserWarning, match=rf"ScanNet scene scene0000_00: {truth.paths[missing].name} missing .* no "
+                                         r"instances.*instance-boundary label rule .* is off"):
+        mesh = scannet.read_scene(truth.scene_dir)
+    assert (mesh.vertex_instances == -1).all()
+    np.testing.assert_array_equal(mesh.vertex_labels, [_class_of(int(v)) for v in truth.labels_nyu40])

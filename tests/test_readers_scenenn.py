@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import write_scenenn_root, write_scenenn_scene
+from data_fixtures import declare_rows, write_scenenn_root, write_scenenn_scene
 from plyfile import PlyData, PlyElement
 
 from ctxir.data import scenenn
@@ -112,4 +112,13 @@ def test_ascii_ply_reads_the_same_and_rejects_polygons(tmp_path: Path) -> None:
     faces["vertex_indices"][0] = np.array([0, 1, 2, 3], dtype=np.int32)
     PlyData([ply["vertex"], PlyElement.describe(faces, "face")], text=True).write(str(truth.path))
     with pytest.raises(CorruptFileError, match="face 0 has 4 vertices"):
+        scenenn.read_scene(truth.path)
+
+
+def test_ascii_header_counts_must_match_the_data(tmp_path: Path) -> None:
+    truth = write_scenenn_scene(tmp_path, "005")
+    ply = PlyData.read(str(truth.path), mmap=False)
+    PlyData([ply["vertex"], ply["face"]], text=True).write(str(truth.path))
+    declare_rows(truth.path, "face", len(truth.faces) - 3)
+    with pytest.raises(CorruptFileError, match=rf"{truth.path}: corrupt file: 3 lines of data follow the elements"):
         scenenn.read_scene(truth.path)

@@ -132,3 +132,11 @@ def test_missing_root_or_layout(tmp_path: Path) -> None:
         stanford.list_items(tmp_path, "train")
     with pytest.raises(DatasetNotFoundError, match=r"area_1/3d/semantic.obj"):
         stanford.read_item(tmp_path, "area_1")
+
+
+def test_an_area_without_a_usable_room_is_an_error(tmp_path: Path) -> None:
+    obj = tmp_path / "area_3" / "3d" / "semantic.obj"
+    obj.parent.mkdir(parents=True)
+    obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nusemtl <UNK>_0_<UNK>_0_0\nf 1 2 3\nusemtl <UNK>_1_<UNK>_0_0\nf 2 4 3\n")
+    with pytest.raises(CorruptFileError, match=rf"{obj}: corrupt file: no usable room: all 2 materials are <UNK>"):
+        stanford.read_item(tmp_path, "area_3")

@@ -134,3 +134,18 @@ def test_cli_ckpt_path_with_a_crafted_spec_is_refused_before_parsing_it(
              "--trainer.logger=false", f"--data.init_args.cache_dir={tmp_path / 'cache'}"])
     assert target.read_text() == "keep me" and not probe.exists() and PROBE not in sys.modules
     assert not (tmp_path / "cache").exists()  # refused before any preprocessing
+
+
+def test_cli_ckpt_path_naming_a_foreign_task_class_is_refused(
+    probe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI-written checkpoint names its task class (``_class_path``); only an imported LightningModule is taken."""
+    monkeypatch.setattr(sys, "argv", ["ctxir"])
+    checkpoint = crafted_checkpoint(tmp_path / "crafted.ckpt", module_spec(UDFDecoder(32)))
+    stored = torch.load(checkpoint, weights_only=True)
+    stored["hyper_parameters"]["_class_path"] = f"{PROBE}.Thing"
+    torch.save(stored, checkpoint)
+    with pytest.raises(UntrustedModuleError, match=f"refusing the task class '{PROBE}.Thing'"):
+        cli(["test", "--config", str(REPO / "configs" / "synthetic" / "geometry.yaml"), f"--ckpt_path={checkpoint}",
+             "--trainer.logger=false", f"--data.init_args.cache_dir={tmp_path / 'cache'}"])
+    assert not probe.exists() and PROBE not in sys.modules

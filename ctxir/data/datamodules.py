@@ -8,6 +8,10 @@ Constructor arguments are plain values so LightningCLI YAML configs can set them
 
 Splits per stage: ``fit`` → train + val, ``validate`` → val, ``test``/``predict`` → test (ScanNet: the
 official val list; 2D-3D-S: Area 6; SceneNN: the 20 test scenes). Test items carry ``eval_points``.
+
+Options are checked when the DataModule is built (an error names the option), before any preprocessing. Under
+DDP, validation and test give every scene to exactly one process (:class:`EachSceneOnceSampler`), so their
+metrics equal those of one process whatever the split's size.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
-from torch.utils.data import DataLoader
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ctxir.data import cache
 from ctxir.data.collate import collate_scenes
@@ -31,6 +36,39 @@ from ctxir.data.splits import SPLITS
 from ctxir.data.synthetic import SYNTHETIC_CLASSES, read_synthetic_room
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+
+
+def check_count(owner: str, option: str, value: object, minimum: int) -> None:
+    """Refuse ``value`` for ``option`` unless it is an integer of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{owner}: {option} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_fractions(owner: str, sigmas: tuple[float, ...], ratios: tuple[float, ...]) -> None:
+    """Refuse σ pools that are not positive, or query ratios that are negative, all zero or not one per σ."""
+    if not sigmas or not all(np.isfinite(s) and s > 0 for s in sigmas):
+        raise ValueError(f"{owner}: sigmas must be positive noise levels, got {sigmas}")
+    if len(sigmas) != len(ratios):
+        raise ValueError(f"{owner}: need one ratio per sigma, got sigmas {sigmas} and ratios {ratios}")
+    if not all(np.isfinite(r) and r >= 0 for r in ratios) or sum(ratios) <= 0:
+        raise ValueError(f"{owner}: ratios must be >= 0 with a positive sum, got {ratios}")
+
+
+class EachSceneOnceSampler(DistributedSampler):
+    """Rank ``r`` of ``W`` takes scenes ``r, r + W, r + 2W, ...``: every scene once over all ranks.
+
+    Lightning's default for validation and test (``DistributedSampler``) repeats scenes to give every rank as many,
+    so those scenes count twice in the metrics. Here ranks may hold one scene more or less than each other; each
+    needs at least one (checked by the DataModule), since the metrics synchronise at the end of the epoch.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Any:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 @dataclass(frozen=True)
@@ -66,6 +104,7 @@ class SceneDataModule(L.LightningDataModule):
         seed: int = 0,
         encodings_dir: str | None = None,
         predict_splits: tuple[str, ...] = ("test",),
+        verify_cache: bool = True,
     ) -> None:
         """Args:
         cache_dir: root of the preprocessed caches (one sub-folder per data set).
@@ -77,17 +116,28 @@ class SceneDataModule(L.LightningDataModule):
         num_off_surface: cached off-surface samples per σ.
         num_eval: cached ground-truth evaluation points per scene.
         sigmas, ratios: off-surface noise levels and the share of queries drawn from each.
-        skip_invalid: skip (with a warning) raw units that are corrupt or empty instead of failing.
+        skip_invalid: skip (with a warning, and a summary) raw units that are corrupt, empty or miss a file
+            instead of failing.
         preprocess_workers: processes used by ``prepare_data`` (0 = in the main process).
         seed: preprocessing seed, also mixed into the per-item query sampling.
         encodings_dir: folder of precomputed encodings (written by :class:`~ctxir.tasks.EncodingWriter`); when
             set, items take their input points and E_g from there (tuning without the encoder).
         predict_splits: splits iterated by ``predict`` (one dataloader each), e.g. all three to write the
             encodings of every scene.
+        verify_cache: ``prepare_data`` reads every cached file in full (CRC checked) and rebuilds a damaged one,
+            instead of failing mid-training; set False to save that read on a very large, trusted cache.
         """
         super().__init__()
-        if len(sigmas) != len(ratios):
-            raise ValueError(f"need one ratio per sigma, got sigmas {sigmas} and ratios {ratios}")
+        owner = type(self).__name__
+        counts = {"batch_size": (batch_size, 1), "num_workers": (num_workers, 0), "num_points": (num_points, 1),
+                  "num_queries": (num_queries, 1), "num_surface": (num_surface, 1),
+                  "num_off_surface": (num_off_surface, 1), "num_eval": (num_eval, 1),
+                  "preprocess_workers": (preprocess_workers, 0), "seed": (seed, 0)}
+        for option, (value, minimum) in counts.items():
+            check_count(owner, option, value, minimum)
+        check_fractions(owner, tuple(sigmas), tuple(ratios))
+        if not str(cache_dir):
+            raise ValueError(f"{owner}: cache_dir must name a folder, got {cache_dir!r}")
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -104,8 +154,9 @@ class SceneDataModule(L.LightningDataModule):
         self.encodings_dir = encodings_dir
         unknown = set(predict_splits) - set(SPLITS)
         if unknown:
-            raise ValueError(f"predict_splits must be among {SPLITS}, got {sorted(unknown)}")
+            raise ValueError(f"{owner}: predict_splits must be among {SPLITS}, got {sorted(unknown)}")
         self.predict_splits = tuple(predict_splits)
+        self.verify_cache = verify_cache
         self.datasets: dict[str, SceneDataset] = {}
 
     drop_labels: bool = False
@@ -134,7 +185,7 @@ class SceneDataModule(L.LightningDataModule):
                 source.read_unit, units, self._source_dir(source),
                 num_surface=params["num_surface"], num_off_surface=params["num_off_surface"],
                 sigmas=self.sigmas, num_eval=params["num_eval"], seed=params["seed"], source=params["source"],
-                num_workers=self.preprocess_workers, skip_invalid=self.skip_invalid,
+                num_workers=self.preprocess_workers, skip_invalid=self.skip_invalid, verify=self.verify_cache,
             )
 
     def split_files(self, split: str) -> list[Path]:
@@ -147,11 +198,11 @@ class SceneDataModule(L.LightningDataModule):
         for source in self.sources():
             params, folder = self._params(source), self._source_dir(source)
             for unit in units[source.name]:
-                scenes = cache.read_manifest(cache.manifest_path(folder, unit), params)
+                scenes = cache.read_manifest(cache.manifest_path(folder, unit, params), params)
                 if scenes is None:
                     missing.append(f"{source.name}:{unit}")
                 else:
-                    files += [cache.scene_cache_path(folder, scene) for scene in scenes]
+                    files += [cache.scene_cache_path(folder, scene, params) for scene in scenes]
         if not files:
             raise RuntimeError(
                 f"no preprocessed scenes for split {split!r} under {self.cache_dir} with the current settings; "
@@ -188,14 +239,28 @@ class SceneDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             self.datasets[split] = self.make_dataset(split)
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=self._evaluation_sampler(split, dataset) if split in ("val", "test") else None,
             num_workers=self.num_workers,
             collate_fn=collate_scenes,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _evaluation_sampler(self, split: str, dataset: SceneDataset) -> EachSceneOnceSampler | None:
+        """Under DDP, the sampler that gives each scene of ``split`` to exactly one rank (``None`` otherwise)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2:
+            return None
+        if len(dataset) < trainer.world_size:
+            raise ValueError(
+                f"{type(self).__name__}: the {split} split has {len(dataset)} scenes for {trainer.world_size} "
+                "processes; each process needs at least one (evaluate on fewer devices)"
+            )
+        return EachSceneOnceSampler(dataset, trainer.world_size, trainer.global_rank)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -237,6 +302,11 @@ class SyntheticRoomsDataModule(SceneDataModule):
         """
         super().__init__(**kwargs)
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
+        for split, count in self.counts.items():
+            check_count(type(self).__name__, f"num_{split}", count, 0)
+        check_count(type(self).__name__, "generator_seed", generator_seed, 0)
+        if not cell_size > 0:
+            raise ValueError(f"{type(self).__name__}: cell_size must be positive (metres), got {cell_size!r}")
         self.generator_seed = generator_seed
         self.cell_size = cell_size
 

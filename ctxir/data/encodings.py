@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ctxir.core.io import atomic_write_stream
-from ctxir.data.cache import safe_name
+from ctxir.data.cache import READ_ERRORS, open_npz, safe_name
 
 ENCODING_KEYS: tuple[str, ...] = ("points", "point_labels", "encodings")
 
@@ -46,15 +46,15 @@ def read_encodings(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no stored encodings (write them with EncodingWriter)")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open_npz(path) as data:
             missing = set(ENCODING_KEYS) - set(data.files)
             if missing:
                 raise ValueError(f"{path}: not an encodings file (missing {sorted(missing)})")
             arrays = {key: data[key] for key in ENCODING_KEYS}
-    except (OSError, EOFError, ValueError) as error:
+    except READ_ERRORS as error:
         if str(path) in str(error):
             raise
-        raise ValueError(f"{path}: unreadable encodings file ({error})") from error
+        raise ValueError(f"{path}: unreadable encodings file ({type(error).__name__}: {error})") from error
     if not (len(arrays["points"]) == len(arrays["point_labels"]) == len(arrays["encodings"])):
         raise ValueError(f"{path}: points, point_labels and encodings differ in length")
     return arrays

@@ -24,6 +24,7 @@ class LabelledMesh:
         vertex_instances: optional (V,) int64 instance id per vertex (``-1`` = none).
         vertex_colors: optional (V, 3) uint8 RGB.
         name: scene identifier (used in cache file names and error messages).
+        source: the file the mesh was read from, named in error messages (empty for generated meshes).
     """
 
     vertices: np.ndarray
@@ -34,6 +35,7 @@ class LabelledMesh:
     vertex_instances: np.ndarray | None = None
     vertex_colors: np.ndarray | None = None
     name: str = ""
+    source: str = ""
 
     def __post_init__(self) -> None:
         self.vertices = np.asarray(self.vertices)
@@ -56,8 +58,14 @@ class LabelledMesh:
     def num_faces(self) -> int:
         return int(self.faces.shape[0])
 
+    @property
+    def where(self) -> str:
+        """How error messages name the mesh: ``mesh 'scene0000_00' (from <file>)``."""
+        named = f"mesh {self.name!r}" if self.name else "mesh"
+        return f"{named} (from {self.source})" if self.source else named
+
     def _check_shapes(self) -> None:
-        where = f"mesh {self.name!r}" if self.name else "mesh"
+        where = self.where
         if self.vertices.ndim != 2 or self.vertices.shape[1] != 3:
             raise ValueError(f"{where}: vertices must have shape (V, 3), got {self.vertices.shape}")
         if self.faces.ndim != 2 or self.faces.shape[1] != 3:
@@ -102,7 +110,7 @@ def clean_mesh(mesh: LabelledMesh) -> LabelledMesh:
     Raises:
         ValueError: naming the mesh, when no face is left (an empty mesh cannot be sampled).
     """
-    where = f"mesh {mesh.name!r}" if mesh.name else "mesh"
+    where = mesh.where
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = mesh.faces
     finite_vertex = np.isfinite(vertices).all(axis=1)

@@ -3,13 +3,17 @@
 ``plyfile`` is used because open3d drops custom properties and trimesh merges vertices unless told not to.
 Triangle faces are memory-mapped as a fixed-length list, which is far faster than plyfile's per-row list
 parser on million-face scans; any face that is not a triangle makes the file corrupt for our purposes.
+The element counts of the header must match the data exactly: plyfile reads the declared rows and ignores
+whatever follows, so a header that declares too few faces would otherwise lose the rest without a word.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from plyfile import PlyData, PlyParseError
@@ -51,8 +55,12 @@ def read_ply(path: str | Path, vertex_properties: Sequence[str] = ("x", "y", "z"
         raise DatasetNotFoundError(path, "a PLY mesh file at this path")
     known = {name: 3 for name in FACE_LIST_NAMES}
     try:
-        ply = PlyData.read(str(path), known_list_len={"face": known})
+        with path.open("rb") as stream:
+            ply = PlyData.read(stream, known_list_len={"face": known})
+            _check_nothing_follows(ply, stream, path)
     except (PlyParseError, ValueError, EOFError, OSError, UnicodeDecodeError) as error:
+        if isinstance(error, CorruptFileError):
+            raise
         raise CorruptFileError(path, f"cannot parse PLY ({error})") from error
     elements = {element.name: element for element in ply.elements}
     if "vertex" not in elements:
@@ -70,9 +78,29 @@ def read_ply(path: str | Path, vertex_properties: Sequence[str] = ("x", "y", "z"
         faces = _triangles(face[name], path)
     elif need_faces:
         raise CorruptFileError(path, "no 'face' element")
+    if need_faces and len(faces) == 0:
+        raise CorruptFileError(path, "declares 0 faces: an empty mesh")
     if faces.size and (faces.min() < 0 or faces.max() >= len(vertex)):
         raise CorruptFileError(path, f"face indices outside [0, {len(vertex)})")
     return PlyMesh(vertex=np.array(vertex), faces=faces)
+
+
+def _check_nothing_follows(ply: PlyData, stream: BinaryIO, path: Path) -> None:
+    """Refuse data after the elements the header declares (a binary ``stream`` is where plyfile stopped reading;
+    plyfile closes the stream of an ASCII file, which is read again to count its lines)."""
+    declared = ", ".join(f"{element.count} {element.name}" for element in ply.elements)
+    if ply.text:
+        body = path.read_bytes().split(b"end_header", 1)[-1]
+        extra = sum(1 for line in body.splitlines() if line.strip()) - sum(e.count for e in ply.elements)
+        unit = "lines"
+    else:
+        extra = os.fstat(stream.fileno()).st_size - stream.tell()
+        unit = "bytes"
+    if extra > 0:
+        raise CorruptFileError(
+            path, f"{extra} {unit} of data follow the elements its header declares ({declared}): the header's "
+            "counts do not match the data"
+        )
 
 
 def _triangles(index_lists: np.ndarray, path: Path) -> np.ndarray:

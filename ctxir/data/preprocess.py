@@ -13,9 +13,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ctxir.core.surface import sample_surface
 from ctxir.data import cache
+from ctxir.data.errors import DatasetNotFoundError
 from ctxir.data.mesh import LabelledMesh
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.08, 0.02, 0.003)
@@ -118,7 +122,7 @@ def sample_scene(
     Labels follow :func:`label_points` (instance-boundary rule where vertex labels/instances exist);
     ``-1`` means ignore.
     """
-    where = f"mesh {mesh.name!r}" if mesh.name else "mesh"
+    where = mesh.where
     if mesh.num_faces == 0:
         raise ValueError(f"{where}: has no faces")
     for key, value in {"num_surface": num_surface, "num_off_surface": num_off_surface, "num_eval": num_eval}.items():
@@ -186,7 +190,28 @@ def preprocessing_params(
     }
 
 
-def _portable_error(error: ValueError) -> ValueError:
+INVALID_UNIT_ERRORS = (ValueError, DatasetNotFoundError)
+"""What makes a raw unit invalid (``skip_invalid`` skips it): damaged or inconsistent files (``ValueError``, the
+readers' ``CorruptFileError`` included), a mesh that cannot be sampled, or a file of the unit missing."""
+
+
+@dataclass
+class UnitResult:
+    """What preparing one raw unit gave: its scene names, or the error that made it invalid; and the damaged
+    cache files that were found and rebuilt on the way (:func:`damaged_file_message` of each)."""
+
+    unit: str
+    scenes: list[str] | None = None
+    error: Exception | None = None
+    rebuilt: list[str] = field(default_factory=list)
+
+
+def damaged_file_message(path: Path, problem: str) -> str:
+    """The warning that names a damaged cache file and says it is rebuilt."""
+    return f"{path}: damaged cache file ({problem}); rebuilding it"
+
+
+def _portable_error(error: Exception) -> Exception:
     """The error itself if it survives pickling (to cross the process pool), else a ValueError with its text."""
     try:
         pickle.loads(pickle.dumps(error))
@@ -200,27 +225,77 @@ def _prepare_unit(
     unit: str,
     cache_dir: str,
     params: dict[str, Any],
-) -> tuple[str, list[str] | None, ValueError | None]:
-    """Read one raw unit, preprocess and cache each of its scenes, then write the unit's manifest."""
+) -> UnitResult:
+    """Read one raw unit, preprocess and cache each of its scenes, then write the unit's manifest.
+
+    A scene file already cached with ``params`` is reused after a full read (:func:`~ctxir.data.cache.damage`):
+    its unit's manifest is missing, so an earlier run stopped before finishing the unit and nothing vouches for it.
+    """
     sample_kwargs = {key: value for key, value in params.items() if key != "source"}
     sample_kwargs["sigmas"] = tuple(sample_kwargs["sigmas"])
+    result = UnitResult(unit)
     try:
-        names = []
-        for mesh in read_unit(unit):
-            path = cache.scene_cache_path(cache_dir, mesh.name)
-            if not cache.is_scene_cached(path, params):
+        meshes = read_unit(unit)
+        if not meshes:
+            raise ValueError(f"{unit}: the reader found no scene in it")
+        for mesh in meshes:
+            path = cache.scene_cache_path(cache_dir, mesh.name, params)
+            problem = cache.damage(path) if path.is_file() else None
+            if problem:
+                result.rebuilt.append(damaged_file_message(path, problem))
+            if problem or not cache.is_scene_cached(path, params):
                 cache.write_scene_cache(path, mesh.name, sample_scene(mesh, **sample_kwargs), params)
-            names.append(mesh.name)
-        cache.write_manifest(cache.manifest_path(cache_dir, unit), unit, names, params)
-        return unit, names, None
-    except ValueError as error:  # includes the readers' CorruptFileError
-        return unit, None, error
+        result.scenes = [mesh.name for mesh in meshes]
+        cache.write_manifest(cache.manifest_path(cache_dir, unit, params), unit, result.scenes, params)
+    except INVALID_UNIT_ERRORS as error:
+        result.error = error
+    return result
 
 
-def _prepare_unit_in_worker(*args: Any) -> tuple[str, list[str] | None, ValueError | None]:
+def _prepare_unit_in_worker(*args: Any) -> UnitResult:
     """:func:`_prepare_unit` whose error is sure to survive the trip back from a worker process."""
-    unit, names, error = _prepare_unit(*args)
-    return unit, names, None if error is None else _portable_error(error)
+    result = _prepare_unit(*args)
+    if result.error is not None:
+        result.error = _portable_error(result.error)
+    return result
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end the worker as soon as its parent process is gone (killed, not shut down), instead
+    of preprocessing on as an orphan. A killed worker may leave a temporary file; the next run removes it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ctxir-parent-watch", daemon=True).start()
+
+
+def _reusable_units(
+    units: Sequence[str], cache_dir: str, params: dict[str, Any], verify: bool
+) -> tuple[dict[str, list[str]], list[str]]:
+    """``({unit: scenes} already prepared, [units to prepare])``. With ``verify`` every cached scene file is read in
+    full; a damaged one is deleted, with a warning naming it, and its unit prepared again."""
+    prepared: dict[str, list[str]] = {}
+    pending: list[str] = []
+    for unit in units:
+        scenes = cache.read_manifest(cache.manifest_path(cache_dir, unit, params), params)
+        damaged = []
+        if scenes is not None and verify:
+            for scene in scenes:
+                path = cache.scene_cache_path(cache_dir, scene, params)
+                problem = cache.damage(path)
+                if problem:
+                    damaged.append(path)
+                    warnings.warn(damaged_file_message(path, problem), stacklevel=3)
+        for path in damaged:
+            path.unlink()
+        if scenes is None or damaged:
+            pending.append(unit)
+        else:
+            prepared[unit] = scenes
+    return prepared, pending
 
 
 def preprocess_scenes(
@@ -236,6 +311,7 @@ def preprocess_scenes(
     num_workers: int = 0,
     skip_invalid: bool = True,
     progress: bool = True,
+    verify: bool = True,
 ) -> dict[str, list[str]]:
     """Preprocess raw units into the per-scene cache, reusing whatever is already cached with equal parameters.
 
@@ -246,61 +322,30 @@ def preprocess_scenes(
         cache_dir: folder of the cache files (one data set per folder).
         num_surface, num_off_surface, sigmas, num_eval, seed: forwarded to :func:`sample_scene`.
         source: extra settings that change the content (data set, class set, generator settings); recorded
-            with the sampling parameters so that changing any of them rebuilds the cache.
-        num_workers: processes of the pool (0 = in this process).
-        skip_invalid: when True a unit whose reader raises ``ValueError``/``CorruptFileError`` (or whose mesh
-            cannot be sampled) is skipped with a warning, and a summary of the skipped units is warned at the
-            end; when False the error is re-raised.
+            with the sampling parameters, so each setting has its own cache files.
+        num_workers: processes of the pool (0 = in this process). A worker ends when this process dies.
+        skip_invalid: when True a unit that is invalid (:data:`INVALID_UNIT_ERRORS`: a damaged, inconsistent or
+            missing file, or a mesh that cannot be sampled) is skipped with a warning, and a summary of the
+            skipped units is warned at the end; when False the error is re-raised.
         progress: show a tqdm progress bar.
+        verify: read every cached file in full (CRC checked) before reusing it, so a damaged file is rebuilt here
+            rather than failing mid-training; costs one read of the cache.
+
+    The cache folder is locked for the run (a second process waits), and temporary files that a killed run
+    left there are removed first, with a warning.
 
     Returns:
         ``{unit: [scene names]}`` for every unit that is prepared (skipped units are absent).
     """
     params = preprocessing_params(num_surface, num_off_surface, sigmas, num_eval, seed, source)
     cache_dir = str(cache_dir)
-    prepared: dict[str, list[str]] = {}
-    pending = []
-    for unit in units:
-        scenes = cache.read_manifest(cache.manifest_path(cache_dir, unit), params)
-        if scenes is None:
-            pending.append(unit)
-        else:
-            prepared[unit] = scenes
-    skipped: list[str] = []
-    bar = tqdm(total=len(pending), desc=f"preprocessing {Path(cache_dir).name}", disable=not progress or not pending)
-
-    def collect(unit: str, scenes: list[str] | None, error: ValueError | None, in_worker: bool) -> None:
-        bar.update(1)
-        if error is None:
-            prepared[unit] = scenes or []
-        elif skip_invalid:
-            skipped.append(unit)
-            warnings.warn(f"skipping {unit!r}: {error}", stacklevel=3)
-        elif in_worker:  # redo the unit here to raise the reader's own exception (its type may not pickle)
-            raise _prepare_unit(read_unit, unit, cache_dir, params)[2] or error
-        else:
-            raise error
-
-    try:
-        if num_workers > 0 and len(pending) > 1:
-            # spawn, not fork: forking after open3d/TBB or torch started threads can deadlock the children
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(num_workers, len(pending)), mp_context=context) as pool:
-                futures = [
-                    pool.submit(_prepare_unit_in_worker, read_unit, unit, cache_dir, params) for unit in pending
-                ]
-                try:
-                    for future in as_completed(futures):
-                        collect(*future.result(), in_worker=True)
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-        else:
-            for unit in pending:
-                collect(*_prepare_unit(read_unit, unit, cache_dir, params), in_worker=False)
-    finally:
-        bar.close()
+    with cache.exclusive(cache_dir):
+        stale = cache.remove_stale_temporaries(cache_dir)
+        if stale:
+            warnings.warn(f"{cache_dir}: removed {len(stale)} temporary files an interrupted run left", stacklevel=2)
+        prepared, pending = _reusable_units(units, cache_dir, params, verify)
+        fresh, skipped = _prepare_pending(read_unit, pending, cache_dir, params, num_workers, skip_invalid, progress)
+    prepared.update(fresh)
     if skipped:
         warnings.warn(
             f"preprocessing {cache_dir}: skipped {len(skipped)} of {len(units)} units with invalid data: "
@@ -308,3 +353,54 @@ def preprocess_scenes(
             stacklevel=2,
         )
     return {unit: prepared[unit] for unit in units if unit in prepared}
+
+
+def _prepare_pending(
+    read_unit: Callable[[str], list[LabelledMesh]],
+    pending: list[str],
+    cache_dir: str,
+    params: dict[str, Any],
+    num_workers: int,
+    skip_invalid: bool,
+    progress: bool,
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Prepare the ``pending`` units (in a pool of ``num_workers`` processes when > 0): ``({unit: scenes}, [units
+    skipped as invalid])``."""
+    prepared: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    bar = tqdm(total=len(pending), desc=f"preprocessing {Path(cache_dir).name}", disable=not progress or not pending)
+
+    def collect(result: UnitResult, in_worker: bool) -> None:
+        bar.update(1)
+        for message in result.rebuilt:
+            warnings.warn(message, stacklevel=4)
+        if result.error is None:
+            prepared[result.unit] = result.scenes or []
+        elif skip_invalid:
+            skipped.append(result.unit)
+            warnings.warn(f"skipping {result.unit!r}: {result.error}", stacklevel=4)
+        elif in_worker:  # redo the unit here to raise the reader's own exception (its type may not pickle)
+            raise _prepare_unit(read_unit, result.unit, cache_dir, params).error or result.error
+        else:
+            raise result.error
+
+    try:
+        if num_workers > 0 and len(pending) > 1:
+            # spawn, not fork: forking after open3d/TBB or torch started threads can deadlock the children
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(num_workers, len(pending)), mp_context=context,
+                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+                futures = [pool.submit(_prepare_unit_in_worker, read_unit, unit, cache_dir, params) for unit in pending]
+                try:
+                    for future in as_completed(futures):
+                        collect(future.result(), in_worker=True)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        else:
+            for unit in pending:
+                collect(_prepare_unit(read_unit, unit, cache_dir, params), in_worker=False)
+    finally:
+        bar.close()
+    return prepared, skipped

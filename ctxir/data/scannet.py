@@ -5,7 +5,8 @@ Files read from ``<root>/scans/<scene>/`` (formats in ``reference/datasets.md`` 
 - ``<scene>_vh_clean_2.labels.ply``: ushort vertex ``label`` = nyu40 id (the preferred label source).
 - ``<scene>.aggregation.json`` + ``<scene>_vh_clean_2.0.010000.segs.json``: instances (``objectId`` of the
   segment group covering a vertex), and labels when ``labels.ply`` is absent, through
-  ``scannetv2-labels.combined.tsv`` (raw_category -> nyu40id).
+  ``scannetv2-labels.combined.tsv`` (raw_category -> nyu40id). A labelled scan missing either file is read
+  without instances, with a warning: the instance-boundary label rule is then off for it.
 
 nyu40 ids outside the 20 benchmark ids (0 = unannotated, non-benchmark classes, stray values > 40 such as
 the 50s of scene0270_00) become ``IGNORE_LABEL``. A face takes the majority of its three vertices' nyu40
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,8 @@ def read_scene(
     if aggregation_path.is_file() and segs_path.is_file():
         groups = _vertex_groups(segs_path, aggregation_path, num_vertices)
         instances = np.where(groups.vertex_group >= 0, groups.object_ids[groups.vertex_group], -1)
+    elif labels_path.is_file():
+        _warn_no_instances(name, aggregation_path, segs_path)
     if labels_path.is_file():
         labels = read_ply(labels_path, ("label",), need_faces=False).vertex["label"]
         if len(labels) != num_vertices:
@@ -98,6 +102,18 @@ def read_scene(
         vertex_instances=instances,
         vertex_colors=np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1),
         name=name,
+        source=str(mesh_path),
+    )
+
+
+def _warn_no_instances(scene: str, aggregation_path: Path, segs_path: Path) -> None:
+    """Say that a labelled scan lacks its instance files, and what that changes."""
+    missing = [path.name for path in (aggregation_path, segs_path) if not path.is_file()]
+    warnings.warn(
+        f"ScanNet scene {scene}: {' and '.join(missing)} missing in {segs_path.parent}, so the scene has no "
+        "instances: its labels come from labels.ply alone and the instance-boundary label rule (nearest vertex "
+        "where a face spans instances) is off for it",
+        stacklevel=3,
     )
 
 

@@ -61,6 +61,7 @@ def read_scene(ply_path: str | Path, classes: str = "scannet20") -> LabelledMesh
         vertex_labels=ids_to_classes(nyu40, nyu40_ids),
         vertex_instances=instances,
         name=Path(ply_path).stem,
+        source=str(ply_path),
     )
 
 

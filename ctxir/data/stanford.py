@@ -58,7 +58,8 @@ def read_area(area_dir: str | Path) -> dict[str, LabelledMesh]:
 
     Raises:
         DatasetNotFoundError: ``area_dir/3d/semantic.obj`` is missing.
-        CorruptFileError: the OBJ cannot be parsed, has no face, or a material name does not follow the pattern.
+        CorruptFileError: the OBJ cannot be parsed, has no face, a material name does not follow the pattern, or
+            no face belongs to a room (every material is ``<UNK>``).
     """
     area_dir = Path(area_dir)
     obj_path = area_dir / "3d" / "semantic.obj"
@@ -68,6 +69,10 @@ def read_area(area_dir: str | Path) -> dict[str, LabelledMesh]:
     if not len(mesh.faces):
         raise CorruptFileError(obj_path, "no faces (empty or truncated file)")
     material_class, material_room, rooms = _parse_materials(mesh.materials, obj_path)
+    if not rooms:
+        raise CorruptFileError(
+            obj_path, f"no usable room: all {len(mesh.materials)} materials are {UNKNOWN_CLASS} (class or room type)"
+        )
     face_room = material_room[mesh.face_material]
     order = np.argsort(face_room, kind="stable")
     bounds = np.searchsorted(face_room[order], np.arange(len(rooms) + 1))
@@ -83,6 +88,7 @@ def read_area(area_dir: str | Path) -> dict[str, LabelledMesh]:
             face_labels=material_class[mesh.face_material[face_index]],
             face_instances=face_instances,
             name=name,
+            source=str(obj_path),
         )
     return result
 

@@ -306,7 +306,8 @@ class SceneTask(L.LightningModule):
         metrics = {k: float(v) for k, v in self.test_reconstruction.compute().items()}
         if self.test_semantics is not None and self.test_semantics.update_called:
             metrics.update({k: float(v) for k, v in self.test_semantics.compute().items()})
-        metrics["num_scenes"] = float(self.test_reconstruction.num_scenes)
+        with self.test_reconstruction.sync_context():  # compute() leaves the local count in place: all ranks' here
+            metrics["num_scenes"] = float(self.test_reconstruction.num_scenes)
         self.log_dict({f"test/{k}": v for k, v in metrics.items()}, sync_dist=False)
         self.test_reconstruction.reset()
         if self.test_semantics is not None:
