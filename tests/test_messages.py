@@ -18,7 +18,7 @@ from ctxir.data.mesh import LabelledMesh, clean_mesh
 from ctxir.eval import extract_mesh
 from ctxir.nn import PointTransformerUNet, UDFDecoder
 from ctxir.nn.config import module_spec
-from ctxir.tasks import WrongStageError
+from ctxir.tasks import UDFReconstructor, WrongStageError
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = REPO / "configs" / "synthetic"
@@ -112,3 +112,15 @@ def test_an_unusable_mesh_names_its_file() -> None:
     mesh = LabelledMesh(vertices, [[0, 1, 2]], [0], [0], name="scene0000_00", source="/raw/scene0000_00.ply")
     with pytest.raises(ValueError, match=r"mesh 'scene0000_00' \(from /raw/scene0000_00.ply\): empty after cleaning"):
         clean_mesh(mesh)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("test_resolution", 1, "test_resolution must be an integer >= 2, got 1"),
+    ("test_num_points", 0, "test_num_points must be an integer >= 1, got 0"),
+    ("lr", 0.0, "lr must be positive, got 0.0"),
+    ("clamp", -0.1, "clamp must be positive, got -0.1"),
+])
+def test_bad_task_options_are_refused_when_the_task_is_built(option: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^UDFReconstructor: {message}$"):
+        UDFReconstructor(encoder=PointTransformerUNet(3, 32, channels=(16, 32), blocks=(1, 1), neighbours=(8, 8)),
+                         udf_decoder=UDFDecoder(32), **{option: value})

@@ -104,6 +104,12 @@ class SceneTask(L.LightningModule):
             raise ValueError(f"lr_schedule must be 'one_cycle' or 'constant', got {lr_schedule!r}")
         if not 0.0 < warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in (0, 1), got {warmup_fraction}")
+        for option, value in {"lr": lr, "clamp": clamp}.items():
+            if not value > 0:
+                raise ValueError(f"{type(self).__name__}: {option} must be positive, got {value!r}")
+        for option, value, minimum in (("test_resolution", test_resolution, 2), ("test_num_points", test_num_points, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{type(self).__name__}: {option} must be an integer >= {minimum}, got {value!r}")
         # every constructor argument of the task (Lightning collects the subclasses' from their frames)
         self.save_hyperparameters(ignore=["modules", *modules])
         self.given = {name: None if value is None else build_module(value) for name, value in modules.items()}
