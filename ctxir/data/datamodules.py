@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -67,7 +68,7 @@ class EachSceneOnceSampler(DistributedSampler):
         self.num_samples = len(range(rank, len(dataset), num_replicas))
         self.total_size = len(dataset)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
