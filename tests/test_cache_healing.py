@@ -142,6 +142,18 @@ def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
     assert calls == ["a", "b"]
 
 
+def test_a_cache_folder_that_cannot_be_locked_still_prepares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_locks(*args: object) -> None:
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(cache.fcntl, "flock", no_locks)
+    (tmp_path / ".room_a.npz.x1y2.tmp").write_bytes(b"perhaps another run's")
+    calls: list[str] = []
+    with pytest.warns(UserWarning, match="cannot lock the cache folder .*No locks available"):
+        assert prepare(tmp_path, calls) == {"a": ["room/a"], "b": ["room/b"]}
+    assert (tmp_path / ".room_a.npz.x1y2.tmp").exists()
+
+
 KILLED_RUN = """
 import os, sys, time
 from ctxir.data.mesh import LabelledMesh

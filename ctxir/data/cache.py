@@ -163,9 +163,10 @@ def read_manifest(path: Path, params: dict[str, Any]) -> list[str] | None:
 
 
 @contextmanager
-def exclusive(cache_dir: str | os.PathLike) -> Iterator[None]:
+def exclusive(cache_dir: str | os.PathLike) -> Iterator[bool]:
     """Hold the lock of a cache folder (an advisory ``flock`` on the folder itself, released by the kernel when
-    the process dies): one preparing process at a time, so temporary files found inside are stale."""
+    the process dies): one preparing process at a time, so temporary files found inside are stale. Yields whether
+    the lock is held: not where the file system offers no locks (then, with a warning, nothing is waited for)."""
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     handle = os.open(folder, os.O_RDONLY)
@@ -175,7 +176,13 @@ def exclusive(cache_dir: str | os.PathLike) -> Iterator[None]:
         except BlockingIOError:
             warnings.warn(f"{folder}: another process is preparing this cache; waiting for it", stacklevel=3)
             fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+        locked = True
+    except OSError as error:  # e.g. ENOLCK on a network file system without locks
+        warnings.warn(f"{folder}: cannot lock the cache folder ({error}); temporary files are left alone",
+                      stacklevel=3)
+        locked = False
+    try:
+        yield locked
     finally:
         os.close(handle)  # releases the lock
 

@@ -332,15 +332,16 @@ def preprocess_scenes(
             rather than failing mid-training; costs one read of the cache.
 
     The cache folder is locked for the run (a second process waits), and temporary files that a killed run
-    left there are removed first, with a warning.
+    left there are removed first, with a warning (not where the file system cannot lock: another run's temporary
+    files could not be told from stale ones).
 
     Returns:
         ``{unit: [scene names]}`` for every unit that is prepared (skipped units are absent).
     """
     params = preprocessing_params(num_surface, num_off_surface, sigmas, num_eval, seed, source)
     cache_dir = str(cache_dir)
-    with cache.exclusive(cache_dir):
-        stale = cache.remove_stale_temporaries(cache_dir)
+    with cache.exclusive(cache_dir) as locked:
+        stale = cache.remove_stale_temporaries(cache_dir) if locked else []
         if stale:
             warnings.warn(f"{cache_dir}: removed {len(stale)} temporary files an interrupted run left", stacklevel=2)
         prepared, pending = _reusable_units(units, cache_dir, params, verify)
