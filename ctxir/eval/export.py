@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ctxir.core.io import atomic_write
 from ctxir.core.palette import check_labels, class_colors, label_colors
+
+if TYPE_CHECKING:
+    from plyfile import PlyData
 
 _COLOR_FIELDS = [("red", "u1"), ("green", "u1"), ("blue", "u1")]
 
@@ -51,12 +55,34 @@ def export_labelled_mesh(
     Returns:
         The path written.
     """
+    path = Path(path)
+    ply = labelled_mesh_ply(vertices, faces, face_labels, class_names, colors,
+                            where=f"export_labelled_mesh({str(path)!r})")
+    return atomic_write(path, lambda temporary: ply.write(str(temporary)))
+
+
+def labelled_mesh_ply(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    face_labels: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    colors: np.ndarray | None = None,
+    *,
+    coordinate_type: str = "f4",
+    where: str = "labelled_mesh_ply",
+) -> PlyData:
+    """The ``plyfile.PlyData`` that :func:`export_labelled_mesh` writes, built in memory and not yet written.
+
+    For callers that must finish every output before writing any (the scan command), and for coordinates
+    that need ``coordinate_type="f8"`` (double): float32 keeps only about 0.5 mm at 5 km from the origin, so
+    a scan in a survey frame would lose its detail. ``where`` starts every error message.
+    """
     from plyfile import PlyData, PlyElement
 
-    path = Path(path)
+    if coordinate_type not in ("f4", "f8"):
+        raise ValueError(f"{where}: coordinate_type must be 'f4' or 'f8', got {coordinate_type!r}")
     vertices = np.asarray(vertices)
     faces, face_labels = np.asarray(faces), np.asarray(face_labels)
-    where = f"export_labelled_mesh({str(path)!r})"
     if vertices.ndim != 2 or vertices.shape[1] != 3:
         raise ValueError(f"{where}: vertices must be (V, 3), got shape {vertices.shape}")
     _check_faces(faces, len(vertices), where)
@@ -66,9 +92,10 @@ def export_labelled_mesh(
     check_labels(face_labels, len(palette), f"{where}: face_labels")
 
     vertex_labels = vertex_labels_from_faces(faces, face_labels, len(vertices))
+    coordinate = f"<{coordinate_type}"
     vertex_data = np.empty(
         len(vertices),
-        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), *_COLOR_FIELDS, ("label", "<i4")],
+        dtype=[("x", coordinate), ("y", coordinate), ("z", coordinate), *_COLOR_FIELDS, ("label", "<i4")],
     )
     for axis, name in enumerate("xyz"):
         vertex_data[name] = vertices[:, axis]
@@ -84,13 +111,12 @@ def export_labelled_mesh(
     face_data["label"] = face_labels
 
     comments = [f"class {index} {name}" for index, name in enumerate(class_names or ())]
-    ply = PlyData(
+    return PlyData(
         [PlyElement.describe(vertex_data, "vertex"), PlyElement.describe(face_data, "face")],
         text=False,
         byte_order="<",
         comments=["ctxir labelled mesh", *comments],
     )
-    return atomic_write(path, lambda temporary: ply.write(str(temporary)))
 
 
 def vertex_labels_from_faces(faces: np.ndarray, face_labels: np.ndarray, num_vertices: int) -> np.ndarray:
