@@ -3,6 +3,7 @@
     ctxir fit --config configs/synthetic/geometry.yaml
     ctxir test --config configs/synthetic/context.yaml --ckpt_path runs/synthetic/context/checkpoints/last.ckpt
     ctxir fit --model.help ContextualisedTuner
+    ctxir scan --ckpt_path runs/synthetic/context/checkpoints/best.ckpt --num_points 2048 room.ply  # your own scan
 
 Classes can be named by their short names in configs (``class_path: UDFReconstructor``) because the task,
 DataModule, network and callback modules are imported here.
@@ -125,7 +126,13 @@ def _build(args: ArgsType, run: bool) -> LightningCLI:
 
 
 def main(args: ArgsType = None) -> None:
-    """The console script: run the CLI with ``args`` (``None``: the command line)."""
+    """The console script: run the CLI with ``args`` (``None``: the command line); ``ctxir scan ...`` runs
+    :mod:`ctxir.scan.command` (reconstruct your own scans) instead of a LightningCLI subcommand."""
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, (list, tuple)) and list(argv[:1]) == ["scan"]:
+        from ctxir.scan.command import run as scan  # imported for this subcommand only
+
+        raise SystemExit(scan(list(argv[1:])))
     try:
         cli(args)
     except LIBRARY_ERRORS as error:
