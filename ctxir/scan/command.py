@@ -28,7 +28,8 @@ from ctxir.tasks.base import SceneTask
 
 def build_parser() -> ArgumentParser:
     """The argument parser of ``ctxir scan``."""
-    parser = ArgumentParser(prog="ctxir scan", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="ctxir scan", description="Reconstruct and label your own scans with a trained "
+                            "checkpoint: per scan <name>.ply, <name>_points.ply, <name>.png and <name>.json.")
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below")
     parser.add_argument("--ckpt_path", type=str, required=True,
                         help="checkpoint of any ctxir stage (geometry gives an unlabelled mesh)")
