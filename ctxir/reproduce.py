@@ -218,7 +218,7 @@ class Reproduction:
         """``results.json`` and ``results.md`` (rewritten after every run, so a long run can be watched)."""
         payload = {"setting": self.setting_name, "runs": self.results, **self.extra}
         (self.output / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-        (self.output / "results.md").write_text(markdown(self.setting_name, self.results))
+        (self.output / "results.md").write_text(markdown(self.setting_name, self.results, self.extra.get("total_seconds")))
 
 
 def geometry_table(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -242,7 +242,7 @@ def geometry_table(results: dict[str, dict[str, Any]]) -> list[str]:
             *markdown_table(["UDF", "all", *(f"σ = {b}" for b in bands)], rows)]
 
 
-def markdown(setting: str, results: dict[str, dict[str, Any]]) -> str:
+def markdown(setting: str, results: dict[str, dict[str, Any]], total_seconds: float | None = None) -> str:
     """Table 1 (reconstruction ×10²/×10⁴ as the paper prints them, then semantics) and Table 3."""
     lines = [f"# Reproduction on synthetic rooms ({setting} setting)", "",
              "Table 1 protocol: test rooms, surfaces extracted from the UDF, metrics as SPEC §4.", ""]
@@ -266,6 +266,8 @@ def markdown(setting: str, results: dict[str, dict[str, Any]]) -> str:
                           f"joint mIoU / frozen mIoU = {joint / frozen:.3f} (paper: about 2 on ScanNet)."]
         else:
             lines += ["", "Context mIoU / joint mIoU: undefined (the joint baseline's test mIoU is 0)."]
+    if total_seconds is not None:
+        lines += ["", f"Total wall time of the command: {total_seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 

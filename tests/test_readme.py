@@ -57,7 +57,19 @@ def test_readme_imports_resolve() -> None:
 @pytest.mark.parametrize("args", ctxir_commands(), ids=lambda a: " ".join(a)[:60])
 def test_readme_commands_parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
+    if args[0] == "scan":  # not a LightningCLI subcommand: its own parser
+        from ctxir.scan.command import build_parser
+
+        build_parser().parse_args(args[1:])
+        return
     monkeypatch.setattr(sys, "argv", ["ctxir"])
     with pytest.raises(SystemExit) as exit_info:
         cli([*args, "--print_config"])
     assert exit_info.value.code in (0, None)
+
+
+def test_readme_runs_the_quick_start_and_shows_its_figures() -> None:
+    assert "python -m ctxir.reproduce --setting quick --output runs/quickstart" in README
+    for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
+        assert (REPO / picture).is_file(), picture
+    assert "docs/quickstart/scene.png" in README and "docs/quickstart/tsne.png" in README

@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ctxir.core.surface import face_majority
+
 IGNORE_LABEL = -1
 """Label of faces/points that carry no class (unannotated or outside the benchmark classes)."""
 
@@ -85,6 +87,39 @@ class LabelledMesh:
             raise ValueError(f"{where}: vertex_colors must have shape ({self.num_vertices}, 3)")
         if self.num_faces and (self.faces.min() < 0 or self.faces.max() >= self.num_vertices):
             raise ValueError(f"{where}: face indices out of range [0, {self.num_vertices})")
+
+
+def mesh_from_vertex_ids(
+    vertex: np.ndarray,
+    faces: np.ndarray,
+    class_ids: np.ndarray,
+    instances: np.ndarray,
+    valid_ids: tuple[int, ...],
+    *,
+    name: str,
+    source: str,
+    with_colors: bool = False,
+) -> LabelledMesh:
+    """A :class:`LabelledMesh` from a PLY vertex record with per-vertex raw class ids and instance ids.
+
+    ScanNet and SceneNN both annotate vertices with NYU40 ids: faces take the vertices' majority
+    (:func:`~ctxir.core.surface.face_majority`, RangeUDF's rule) for the class and the instance, and raw
+    ids become class indices through ``valid_ids`` (:func:`ids_to_classes`).
+    """
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    instances = np.asarray(instances, dtype=np.int64)
+    colors = np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1) if with_colors else None
+    return LabelledMesh(
+        vertices=np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64),
+        faces=faces,
+        face_labels=ids_to_classes(face_majority(class_ids, faces), valid_ids),
+        face_instances=face_majority(instances, faces),
+        vertex_labels=ids_to_classes(class_ids, valid_ids),
+        vertex_instances=instances,
+        vertex_colors=colors,
+        name=name,
+        source=source,
+    )
 
 
 def ids_to_classes(ids: np.ndarray, valid_ids: tuple[int, ...]) -> np.ndarray:

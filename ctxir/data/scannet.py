@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from ctxir.data.errors import CorruptFileError, DatasetNotFoundError
-from ctxir.core.surface import face_majority
-from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, ids_to_classes
+from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, mesh_from_vertex_ids
 from ctxir.data.ply import read_ply
 from ctxir.data.splits import check_split, existing_items, read_split
 
@@ -92,18 +91,8 @@ def read_scene(
         raise DatasetNotFoundError(labels_path, f"a label source for {name}: {LAYOUT}")
     else:
         nyu40 = np.zeros(num_vertices, dtype=np.int64)
-    vertex = ply.vertex
-    return LabelledMesh(
-        vertices=np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64),
-        faces=ply.faces,
-        face_labels=ids_to_classes(face_majority(nyu40, ply.faces), NYU40_IDS),
-        face_instances=face_majority(instances, ply.faces),
-        vertex_labels=ids_to_classes(nyu40, NYU40_IDS),
-        vertex_instances=instances,
-        vertex_colors=np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1),
-        name=name,
-        source=str(mesh_path),
-    )
+    return mesh_from_vertex_ids(ply.vertex, ply.faces, nyu40, instances, NYU40_IDS, name=name,
+                                source=str(mesh_path), with_colors=True)
 
 
 def _warn_no_instances(scene: str, aggregation_path: Path, segs_path: Path) -> None:

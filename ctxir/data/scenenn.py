@@ -17,8 +17,7 @@ import numpy as np
 
 from ctxir.data import scannet
 from ctxir.data.errors import DatasetNotFoundError
-from ctxir.core.surface import face_majority
-from ctxir.data.mesh import LabelledMesh, clean_mesh, ids_to_classes
+from ctxir.data.mesh import LabelledMesh, clean_mesh, mesh_from_vertex_ids
 from ctxir.data.ply import read_ply
 from ctxir.data.splits import check_split, existing_items, read_split
 
@@ -53,16 +52,8 @@ def read_scene(ply_path: str | Path, classes: str = "scannet20") -> LabelledMesh
     vertex = ply.vertex
     nyu40 = vertex["nyu_class"].astype(np.int64)
     instances = vertex["label"].astype(np.int64)
-    return LabelledMesh(
-        vertices=np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64),
-        faces=ply.faces,
-        face_labels=ids_to_classes(face_majority(nyu40, ply.faces), nyu40_ids),
-        face_instances=face_majority(instances, ply.faces),
-        vertex_labels=ids_to_classes(nyu40, nyu40_ids),
-        vertex_instances=instances,
-        name=Path(ply_path).stem,
-        source=str(ply_path),
-    )
+    return mesh_from_vertex_ids(vertex, ply.faces, nyu40, instances, nyu40_ids, name=Path(ply_path).stem,
+                                source=str(ply_path))
 
 
 def list_items(root: str | Path, split: str) -> list[str]:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ctxir.eval.marching_cubes import EDGE_AXIS, EDGE_CORNERS, Grid, clean_mesh, polygonise
+from ctxir.eval.marching_cubes import EDGE_AXIS, EDGE_CORNERS, Grid, drop_degenerate_faces, polygonise
 from ctxir.eval.narrow_band import DEFAULT_LIPSCHITZ, narrow_band_cells
 from ctxir.eval.udf_queries import UDF, GradientMethod, query_values, query_values_and_gradients
 
@@ -187,5 +187,5 @@ def extract_mesh(
     vertices, faces = mesh_cells(grid, corner_nodes, values, grads, reject_ridges)
     if max_vertex_udf is not None and len(faces):
         near = query_values(udf, vertices, chunk_size, device) <= max_vertex_udf
-        vertices, faces = clean_mesh(vertices, faces[near[faces].all(axis=1)])
+        vertices, faces = drop_degenerate_faces(vertices, faces[near[faces].all(axis=1)])
     return vertices.astype(np.float32), faces

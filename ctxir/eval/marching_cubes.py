@@ -198,10 +198,10 @@ def polygonise(
     pos_a = grid.node_positions(node_a[first])
     pos_b = grid.node_positions(node_b[first])
     vertices = pos_a + t[first, None] * (pos_b - pos_a)
-    return clean_mesh(vertices, faces.reshape(-1, 3))
+    return drop_degenerate_faces(vertices, faces.reshape(-1, 3))
 
 
-def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drop_degenerate_faces(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop faces with a repeated vertex, duplicated faces (same vertex set) and unreferenced vertices."""
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
     _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)

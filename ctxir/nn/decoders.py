@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ctxir.nn.config import Configurable
-
 from ctxir.nn.geometry import pca_normals, plane_distances
+from ctxir.nn.norm import RowBatchNorm
 from ctxir.nn.ops import gather_rows, knn
 
 
@@ -35,18 +35,11 @@ def query_neighbours(
     return knn(points, queries, k, point_batch, query_batch, backend=backend)
 
 
-class _RowBatchNorm(nn.BatchNorm1d):
-    """BatchNorm over the last axis of a tensor of any rank."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)
-
-
 def shared_mlp(widths: Sequence[int]) -> nn.Sequential:
     """Linear → BatchNorm → LeakyReLU(0.2) for each consecutive pair of ``widths``."""
     layers: list[nn.Module] = []
     for c_in, c_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(c_in, c_out, bias=False), _RowBatchNorm(c_out), nn.LeakyReLU(0.2)]
+        layers += [nn.Linear(c_in, c_out, bias=False), RowBatchNorm(c_out), nn.LeakyReLU(0.2)]
     return nn.Sequential(*layers)
 
 

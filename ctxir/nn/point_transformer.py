@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ctxir.nn.config import Configurable
-
+from ctxir.nn.norm import RowBatchNorm
 from ctxir.nn.ops import (
     cloud_sizes,
     farthest_point_sampling,
@@ -29,14 +29,6 @@ from ctxir.nn.ops import (
     sampled_sizes,
     widening_linear,
 )
-
-
-def _bn_relu_rows(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
-    """ReLU(BatchNorm) over the last (channel) axis of a tensor of any rank.
-
-    The ReLU runs in place on BatchNorm's output (which BatchNorm's backward does not read) before the
-    result is viewed back to ``x``'s shape, so no in-place op ever touches a view."""
-    return torch.relu_(bn(x.reshape(-1, x.shape[-1]))).view_as(x)
 
 
 class PointTransformerLayer(nn.Module):
@@ -103,14 +95,14 @@ class TransitionDown(nn.Module):
         super().__init__()
         self.strided = strided
         self.fc = nn.Linear(in_channels + (3 if strided else 0), out_channels, bias=False)
-        self.bn = nn.BatchNorm1d(out_channels)
+        self.bn = RowBatchNorm(out_channels)
 
     def forward(self, x: Tensor, fine_pos: Tensor, pos: Tensor, group: Tensor | None) -> Tensor:
         if not self.strided:
             return torch.relu(self.bn(self.fc(x)))
         assert group is not None
         grouped = torch.cat([gather_rows(fine_pos, group) - pos.unsqueeze(1), gather_rows(x, group)], dim=-1)
-        return _bn_relu_rows(self.bn, widening_linear(self.fc, grouped)).amax(dim=1)
+        return self.bn.forward_relu(widening_linear(self.fc, grouped)).amax(dim=1)
 
 
 class TransitionUpHead(nn.Module):

@@ -1,4 +1,4 @@
-"""Fig. 2 t-SNE panels, scene renders and the class palette (ctxir.eval.figures).
+"""Fig. 2 t-SNE panels and scene renders (ctxir.eval.figures).
 
 t-SNE runs single-threaded here: the test machine's cores are shared, where multi-threaded t-SNE crawls.
 """
@@ -10,7 +10,6 @@ import pytest
 from scipy.spatial import cKDTree
 
 from ctxir.data.synthetic import SYNTHETIC_CLASSES, generate_room
-from ctxir.core.palette import IGNORE_COLOR, class_colors, label_colors
 from ctxir.eval.figures import (
     IGNORE_NAME,
     plot_tsne_panels,
@@ -45,27 +44,6 @@ def assert_valid_png(path: Path) -> None:
     assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
     assert pixels[..., :3].std() > 0.01  # not a blank canvas
     assert not list(path.parent.glob(f".{path.name}*"))  # no temporary file left behind
-
-
-def test_class_colors_are_fixed_distinct_uint8() -> None:
-    for count in (1, 13, 20, 60, 85):
-        palette = class_colors(count)
-        assert palette.shape == (count, 3) and palette.dtype == np.uint8
-        assert len(np.unique(palette, axis=0)) == count
-        assert not (palette == IGNORE_COLOR).all(axis=1).any()
-    np.testing.assert_array_equal(class_colors(5), class_colors(40)[:5])
-    np.testing.assert_array_equal(class_colors(2), [[31, 119, 180], [255, 127, 14]])  # tab20's first hues
-    assert class_colors(0).shape == (0, 3)
-
-
-def test_label_colors_map_ignore_to_grey_and_reject_out_of_range() -> None:
-    palette = class_colors(4)
-    colors = label_colors(np.array([2, -1, 0, 3]), palette)
-    np.testing.assert_array_equal(colors, [palette[2], IGNORE_COLOR, palette[0], palette[3]])
-    with pytest.raises(ValueError, match="only -1"):
-        label_colors(np.array([0, 4]), palette)
-    with pytest.raises(ValueError, match="only -1"):
-        label_colors(np.array([-2]), palette)
 
 
 def test_tsne_keeps_separated_blobs_apart() -> None:

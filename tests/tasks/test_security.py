@@ -17,7 +17,7 @@ from ctxir.nn.config import UntrustedModuleError, build_module, module_spec, reg
 from ctxir.tasks import FrozenSemanticTuner, UDFReconstructor
 from ctxir.tasks.checkpoint import read_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROBE = "ctxir_security_probe"
 """A module on ``sys.path`` that writes a file when imported: importing it is the attack."""
 

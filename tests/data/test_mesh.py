@@ -1,30 +1,11 @@
-"""clean_mesh, face_majority and ids_to_classes: known answers and brute-force references."""
+"""clean_mesh and ids_to_classes: known answers and brute-force references."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from ctxir.core.surface import face_majority
 from ctxir.data.mesh import IGNORE_LABEL, LabelledMesh, clean_mesh, ids_to_classes
-
-
-def _majority_reference(values: list[int]) -> int:
-    return max(values, key=values.count)  # the first of the most frequent: RangeUDF's rule
-
-
-def test_face_majority_known_answers() -> None:
-    vertex_values = np.array([7, 7, 3, 9, 3])
-    faces = np.array([[0, 1, 2], [2, 0, 1], [2, 3, 4], [3, 2, 4], [2, 3, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(face_majority(vertex_values, faces), [7, 7, 3, 3, 3, 7])
-
-
-def test_face_majority_matches_brute_force_on_random_input() -> None:
-    rng = np.random.default_rng(1)
-    values = rng.integers(-1, 4, 50)
-    faces = rng.integers(0, 50, (400, 3))
-    expected = [_majority_reference([int(values[v]) for v in face]) for face in faces]
-    np.testing.assert_array_equal(face_majority(values, faces), expected)
 
 
 def test_ids_to_classes_maps_valid_ids_and_ignores_the_rest() -> None:
