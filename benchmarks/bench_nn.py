@@ -94,8 +94,11 @@ def loop_fps(pos: Tensor, batch: Tensor, ratio: float) -> Tensor:
 
 
 def bn_transposed(bn: torch.nn.BatchNorm1d, x: Tensor) -> Tensor:
-    """BatchNorm of an (n, k, C) tensor through the (n, C, k) transpose, as the published layers do."""
-    return bn(x.transpose(1, 2).contiguous()).transpose(1, 2).contiguous()
+    """BatchNorm of an (n, k, C) tensor through the (n, C, k) transpose, as the published layers do.
+
+    ``BatchNorm1d.forward`` is called directly: ours are :class:`ctxir.nn.norm.RowBatchNorm`, whose own forward
+    normalises the last axis instead."""
+    return nn.BatchNorm1d.forward(bn, x.transpose(1, 2).contiguous()).transpose(1, 2).contiguous()
 
 
 def reference_layer(layer: PointTransformerLayer, x: Tensor, pos: Tensor, batch: Tensor, k: int) -> Tensor:
