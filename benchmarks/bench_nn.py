@@ -13,9 +13,11 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
   stage, k = 16; layers mirror ours: Linear-BN-ReLU, attention, BN-ReLU, Linear-BN, residual; position MLP
   3→3→C, attention MLP C→C/8→C since PyG has no channel groups; torch-cluster FPS and kNN, once per level)
   against our encoder built with the same shape;
+* ``encoder float32 vs float64`` (CPU): the train-mode error of the float32 forward + backward against the same
+  network in float64, for ours and the ``--baseline`` checkout's;
 * ``context module``, ``UDF decoder`` and ``semantic decoder`` (``--queries`` queries);
 * ``fps <backend>``: farthest point sampling of 4 clouds × ``--points`` at ratio 1/4 with every backend;
-* ``knn <backend> self16|query4``: the kNN backends;
+* ``knn <backend> self16|query4``: the kNN backends, and ``knn ckdtree``: scipy's ``cKDTree`` (``workers=-1``);
 * ``full step`` (``--full-step``): encoder + UDF decoder + semantic decoder forward + backward on ``--device``
   for 4 clouds × ``--points`` points and 4 × ``--queries`` queries (the paper's per-GPU batch).
 
@@ -358,6 +360,26 @@ def _max_diff(a: nn.Module, b: nn.Module, pos: Tensor, batch: Tensor, train: boo
     return float((out_a - out_b).abs().max())
 
 
+def float32_error(cls: type[nn.Module], pos: Tensor, batch: Tensor) -> dict[str, float]:
+    """Train-mode (batch statistics) error of ``cls``'s float32 forward + backward against the same network in
+    float64: the largest output error relative to the largest output, and the median and largest relative
+    error of the parameter gradients (over parameters whose float64 gradient is not ~0, i.e. not the biases
+    ahead of a BatchNorm)."""
+    torch.manual_seed(1)
+    net = cls(3, 32)
+    exact = cls(3, 32).double()
+    exact.load_state_dict(net.state_dict())
+    out = net(pos, pos, batch)
+    out64 = exact(pos.double(), pos.double(), batch)
+    out.square().mean().backward()
+    out64.square().mean().backward()
+    scale = max(float(p.grad.abs().max()) for p in exact.parameters())
+    errors = sorted(float((a.grad.double() - b.grad).abs().max() / b.grad.abs().max())
+                    for a, b in zip(net.parameters(), exact.parameters()) if float(b.grad.abs().max()) > 1e-6 * scale)
+    return {"output_rel_error": float((out.double() - out64).abs().max() / out64.abs().max()),
+            "grad_rel_error_median": statistics.median(errors), "grad_rel_error_max": errors[-1]}
+
+
 def _pair_case(ours: nn.Module, other: nn.Module, pos: Tensor, batch: Tensor, args: argparse.Namespace,
                device: torch.device) -> dict[str, Any]:
     """Ours against another network: alternated times, matmul FLOPs and utilisation of each."""
@@ -412,6 +434,12 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
         net = PointTransformerUNet(3, 32, channels=PEER_CHANNELS, blocks=(1,) * 5, neighbours=(PEER_K,) * 5).to(device)
         extra = _pair_case(net, PeerUNet(3, 32).to(device), pos, batch, args, device)
         run = _train_step(net, pos, pos, batch)
+    elif name == "encoder float32 vs float64":
+        extra = {"ours": float32_error(PointTransformerUNet, pos, batch)}
+        if args.baseline:
+            extra["baseline"] = float32_error(load_baseline(Path(args.baseline)).PointTransformerUNet, pos, batch)
+        net = PointTransformerUNet(3, 32).to(device)
+        run = _train_step(net, pos, pos, batch)
     elif name == "encoder":
         net = PointTransformerUNet(3, 32).to(device)
         run = _train_step(net, pos, pos, batch)
@@ -435,6 +463,15 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
             farthest_point_sampling(fps_pos, fps_batch, 0.25, backend=backend)
     elif name == "full step":
         run = full_step(args, device)
+    elif name.startswith("knn ckdtree"):  # scipy's k-d tree, the kdtree backend's previous engine
+        from scipy.spatial import cKDTree
+
+        support = pos.double().numpy()
+        queries = (support if name.endswith("self16") else q.double().numpy())
+        k = 16 if name.endswith("self16") else 4
+
+        def run() -> None:
+            cKDTree(support).query(queries, k=k, workers=-1)
     elif name.startswith("knn "):
         _, backend, kind = name.split(" ")
         if kind == "self16":
@@ -481,12 +518,14 @@ def case_names(args: argparse.Namespace) -> list[str]:
     names = ["encoder vs reference"] if device.type == "cpu" else []
     if args.baseline:
         names.append("encoder vs baseline")
-    names += ["encoder vs PyG peer", "encoder", "context module", "UDF decoder", "semantic decoder"]
+    names += ["encoder vs PyG peer", "encoder"]
+    names += ["encoder float32 vs float64"] if device.type == "cpu" else []
+    names += ["context module", "UDF decoder", "semantic decoder"]
     names += [f"fps {b}" for b in ("numpy", "torch", "cluster")
               if (b != "numpy" or device.type == "cpu") and (b != "cluster" or has_torch_cluster())]
     if args.full_step:
         names.append("full step")
-    for backend in available_backends(device):
+    for backend in available_backends(device) + (["ckdtree"] if device.type == "cpu" else []):
         names.append(f"knn {backend} self16")
         if backend != "brute":  # the brute-force reference would hold a 50k x 10k float64 matrix
             names.append(f"knn {backend} query4")
@@ -494,6 +533,14 @@ def case_names(args: argparse.Namespace) -> list[str]:
 
 
 def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
+    if "encoder float32 vs float64" in by_case:
+        r = by_case["encoder float32 vs float64"]
+        print("\nencoder in float32 against float64, train mode (relative errors):")
+        for label in ("ours", "baseline"):
+            if label in r:
+                e = r[label]
+                print(f"  {label:<9} output {e['output_rel_error']:.1e}   parameter gradients: median "
+                      f"{e['grad_rel_error_median']:.1e}, worst {e['grad_rel_error_max']:.1e}")
     if "encoder vs reference" in by_case:
         pair = by_case["encoder vs reference"]
         print(f"\nencoder forward+backward, alternating runs: ours {statistics.median(pair['encoder_s']):.3f} s, "

@@ -6,8 +6,8 @@ so the parameter counts match exactly, written in plain PyTorch with two differe
 * every level's neighbourhoods (its self-kNN, the transition-down grouping and the transition-up
   interpolation neighbours) are computed **once** in :func:`build_pyramid` and reused by every block of that
   level, encoder and decoder alike (the published code recomputes them inside every layer);
-* BatchNorm over ``(n, k, C)`` tensors runs on an ``(n·k, C)`` view instead of a transposed copy, and the
-  attention layer allocates few such tensors (in-place where autograd allows, never on a view).
+* the attention layer keeps its per-neighbour-pair tensors channel-first, ``(C, n·k)``, and allocates few of
+  them (see :meth:`PointTransformerLayer.forward`); the transition down's grouped features are row-wise.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ import torch
 from torch import Tensor, nn
 
 from ctxir.nn.config import Configurable
-from ctxir.nn.norm import RowBatchNorm
+from ctxir.nn.norm import RowBatchNorm, channels_first_batch_norm
 from ctxir.nn.ops import (
     cloud_sizes,
     farthest_point_sampling,
+    gather_columns,
     gather_rows,
+    grouped_neighbour_sum,
     interpolate_knn,
     knn,
+    linear_channels_first,
     sampled_sizes,
     widening_linear,
 )
@@ -54,21 +57,36 @@ class PointTransformerLayer(nn.Module):
     def forward(self, x: Tensor, pos: Tensor, index: Tensor) -> Tensor:
         """``x`` (n, C) features, ``pos`` (n, 3), ``index`` (n, k) neighbours (self included) → (n, C).
 
-        The (n·k, C) tensors are few and written in place where autograd allows it: the gathered values take
-        δ in place, ``w`` is one allocation that takes δ in place, and ``−q`` is added rather than ``q``
-        subtracted, so that the backward pass sums the broadcast gradient without negating an (n, k, C) copy.
+        Every tensor with one entry per neighbour pair is kept channel-first, ``(C, n·k)``: linear maps are
+        single GEMMs with long rows, gathers are ``torch.gather`` along the rows, and BatchNorm runs in its
+        native layout, which accumulates the statistics accurately (the row layout loses ~1e-4 at this size,
+        see :mod:`ctxir.nn.norm`). Two rewrites change no maths:
+
+        * δ's bias ``b`` enters ``w`` through ``b − q`` (an (n, C) tensor) instead of the (C, n·k) δ;
+        * the output's ``Σ_j w_ij ⊙ δ_ij`` is formed from the 3-channel hidden layer of the position MLP,
+          ``W₂ (Σ_j w_ij h_ij) + b`` (the weights sum to 1 over ``j``), so ``v_j + δ_ij`` is never built.
+
+        The result is the transpose of a contiguous (C, n) tensor.
         """
         n, k = index.shape
-        flat = index.reshape(-1)
-        q, key, value = self.linear_q(x), self.linear_k(x), self.linear_v(x)
-        rel = (pos.index_select(0, flat).view(n, k, 3) - pos.unsqueeze(1)).view(-1, 3)
-        delta = widening_linear(self.pos_fc2, torch.relu_(self.pos_bn(self.pos_fc1(rel))))  # (n·k, C)
-        w = torch.add(key.index_select(0, flat).view(n, k, -1), torch.neg(q).unsqueeze(1))
-        w = w.add_(delta.view(n, k, -1)).view(-1, self.channels)
-        w = self.w_fc2(torch.relu_(self.w_bn2(self.w_fc1(torch.relu_(self.w_bn1(w))))))
-        w = torch.softmax(w.view(n, k, -1), dim=1)  # over the neighbours, per channel group
-        grouped = value.index_select(0, flat).add_(delta).view(n, k, self.share_planes, -1)
-        return (grouped * w.unsqueeze(2)).sum(dim=1).reshape(n, self.channels)
+        channels, planes = self.channels, self.share_planes
+        groups = channels // planes
+        flat = index.reshape(1, n * k)
+        x_t = x.t()
+        q, key, value = (linear_channels_first(fc, x_t) for fc in (self.linear_q, self.linear_k, self.linear_v))
+        pos_t = pos.t()
+        rel = (gather_columns(pos_t, flat).view(3, n, k) - pos_t.unsqueeze(2)).view(3, n * k)
+        hidden = channels_first_batch_norm(self.pos_bn, linear_channels_first(self.pos_fc1, rel), relu=True)
+        delta_bias = self.pos_fc2.bias
+        w = torch.add(gather_columns(key, flat).view(channels, n, k), (delta_bias.unsqueeze(1) - q).unsqueeze(2))
+        w = w.add_((self.pos_fc2.weight @ hidden).view(channels, n, k)).view(channels, n * k)
+        w = channels_first_batch_norm(self.w_bn1, w, relu=True)
+        w = channels_first_batch_norm(self.w_bn2, linear_channels_first(self.w_fc1, w), relu=True)
+        w = torch.softmax(linear_channels_first(self.w_fc2, w).view(groups, n, k), dim=2)  # over the neighbours
+        out = grouped_neighbour_sum(value, index, w).view(planes, groups, n)
+        pooled_hidden = (hidden.view(3, 1, n, k) * w).sum(dim=-1)  # Σ_j w_ij h_ij, (3, G, n)
+        out = out + torch.einsum("pgt,tgn->pgn", self.pos_fc2.weight.view(planes, groups, 3), pooled_hidden)
+        return (out + delta_bias.view(planes, groups, 1)).view(channels, n).t()
 
 
 class PointTransformerBlock(nn.Module):

@@ -185,3 +185,46 @@ def test_knn_with_sizes_equals_knn_without_and_checks_them() -> None:
         knn(support, query, 8, sb, qb, sizes=([300, 57, 999], [200, 90, 333]))
     with pytest.raises(ValueError, match="queries but no support"):
         knn(support[:357], query, 8, sb[:357], qb, sizes=([300, 57, 0], [200, 90, 333]))
+
+
+def test_gather_columns_and_linear_channels_first_equal_their_row_forms() -> None:
+    from ctxir.nn.ops import gather_columns, linear_channels_first
+
+    torch.manual_seed(0)
+    x = torch.randn(40, 6, dtype=torch.float64)
+    index = torch.randint(0, 40, (25, 4))
+    assert torch.equal(gather_columns(x.t(), index), x[index.reshape(-1)].t())
+    for bias in (True, False):
+        layer = torch.nn.Linear(6, 9, bias=bias).double()
+        assert torch.allclose(linear_channels_first(layer, x.t()), layer(x).t(), rtol=0, atol=1e-12)
+
+
+def _grouped_sum_loop(values: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Brute-force reference: one output entry at a time."""
+    channels, groups = values.shape[0], weights.shape[0]
+    n, k = index.shape
+    out = torch.zeros(channels, n, dtype=values.dtype)
+    for c in range(channels):
+        for i in range(n):
+            out[c, i] = sum(weights[c % groups, i, j] * values[c, index[i, j]] for j in range(k))
+    return out
+
+
+def test_grouped_neighbour_sum_equals_the_loop_and_its_gradients_check() -> None:
+    from ctxir.nn.ops import grouped_neighbour_sum
+
+    torch.manual_seed(0)
+    values = torch.randn(8, 11, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 11, (7, 3))
+    weights = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    out = grouped_neighbour_sum(values, index, weights)
+    assert out.shape == (8, 7)
+    assert torch.allclose(out, _grouped_sum_loop(values.detach(), index, weights.detach()), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda v, w: grouped_neighbour_sum(v, index, w), (values, weights))
+
+
+def test_grouped_neighbour_sum_rejects_mismatched_shapes() -> None:
+    from ctxir.nn.ops import grouped_neighbour_sum
+
+    with pytest.raises(ValueError, match="G dividing C"):
+        grouped_neighbour_sum(torch.randn(6, 5), torch.zeros(4, 3, dtype=torch.long), torch.randn(4, 4, 3))
