@@ -19,7 +19,11 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
 * ``fps <backend>``: farthest point sampling of 4 clouds × ``--points`` at ratio 1/4 with every backend;
 * ``knn <backend> self16|query4``: the kNN backends, and ``knn ckdtree``: scipy's ``cKDTree`` (``workers=-1``);
 * ``full step`` (``--full-step``): encoder + UDF decoder + semantic decoder forward + backward on ``--device``
-  for 4 clouds × ``--points`` points and 4 × ``--queries`` queries (the paper's per-GPU batch).
+  for 4 clouds × ``--points`` points and 4 × ``--queries`` queries (the paper's per-GPU batch); on a Linux CPU
+  also ``full step, freed memory retained``: the same after :func:`ctxir.core.memory.retain_freed_memory`
+  (what the ``ctxir`` command does).
+
+Every other case runs with glibc's default memory recycling, so that ours and the peers see the same.
 
 FLOP utilisation: matmul FLOPs of one forward + backward (``torch.utils.flop_counter``) over its median time,
 as a fraction of this machine's fp32 matmul rate (best of 2048² ``torch.mm``, same threads, measured in the
@@ -51,6 +55,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ctxir.core.memory import retain_freed_memory
 from ctxir.nn import ContextModule, PointTransformerUNet, SemanticDecoder, UDFDecoder
 from ctxir.nn.ops import (
     available_backends,
@@ -62,6 +67,7 @@ from ctxir.nn.ops import (
 from ctxir.nn.point_transformer import PointTransformerBlock, PointTransformerLayer
 
 RESULTS = Path(__file__).parent / "results" / "bench_nn.json"
+RETAINED_STEP = "full step, freed memory retained"
 PEER_CHANNELS = (32, 64, 128, 256, 512)
 PEER_K = 16
 
@@ -96,11 +102,8 @@ def loop_fps(pos: Tensor, batch: Tensor, ratio: float) -> Tensor:
 
 
 def bn_transposed(bn: torch.nn.BatchNorm1d, x: Tensor) -> Tensor:
-    """BatchNorm of an (n, k, C) tensor through the (n, C, k) transpose, as the published layers do.
-
-    ``BatchNorm1d.forward`` is called directly: ours are :class:`ctxir.nn.norm.RowBatchNorm`, whose own forward
-    normalises the last axis instead."""
-    return nn.BatchNorm1d.forward(bn, x.transpose(1, 2).contiguous()).transpose(1, 2).contiguous()
+    """BatchNorm of an (n, k, C) tensor through the (n, C, k) transpose, as the published layers do."""
+    return bn(x.transpose(1, 2).contiguous()).transpose(1, 2).contiguous()
 
 
 def reference_layer(layer: PointTransformerLayer, x: Tensor, pos: Tensor, batch: Tensor, k: int) -> Tensor:
@@ -376,6 +379,7 @@ def float32_error(cls: type[nn.Module], pos: Tensor, batch: Tensor) -> dict[str,
     scale = max(float(p.grad.abs().max()) for p in exact.parameters())
     errors = sorted(float((a.grad.double() - b.grad).abs().max() / b.grad.abs().max())
                     for a, b in zip(net.parameters(), exact.parameters()) if float(b.grad.abs().max()) > 1e-6 * scale)
+    out, out64 = out.detach(), out64.detach()
     return {"output_rel_error": float((out.double() - out64).abs().max() / out64.abs().max()),
             "grad_rel_error_median": statistics.median(errors), "grad_rel_error_max": errors[-1]}
 
@@ -461,7 +465,9 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
 
         def run() -> None:
             farthest_point_sampling(fps_pos, fps_batch, 0.25, backend=backend)
-    elif name == "full step":
+    elif name.startswith("full step"):
+        if name == RETAINED_STEP:
+            assert retain_freed_memory(), "glibc's mallopt is not available here"
         run = full_step(args, device)
     elif name.startswith("knn ckdtree"):  # scipy's k-d tree, the kdtree backend's previous engine
         from scipy.spatial import cKDTree
@@ -525,6 +531,8 @@ def case_names(args: argparse.Namespace) -> list[str]:
               if (b != "numpy" or device.type == "cpu") and (b != "cluster" or has_torch_cluster())]
     if args.full_step:
         names.append("full step")
+        if device.type == "cpu" and sys.platform.startswith("linux"):
+            names.append(RETAINED_STEP)
     for backend in available_backends(device) + (["ckdtree"] if device.type == "cpu" else []):
         names.append(f"knn {backend} self16")
         if backend != "brute":  # the brute-force reference would hold a 50k x 10k float64 matrix
@@ -575,11 +583,11 @@ def main() -> None:
     args = parser.parse_args()
 
     results = []
-    print(f"{'case':<28}{'median s':>10}{'peak RSS MiB':>14}{'RSS +MiB':>10}")
+    print(f"{'case':<34}{'median s':>10}{'peak RSS MiB':>14}{'RSS +MiB':>10}")
     for name in case_names(args):
         r = run_case(name, args)
         results.append(r)
-        print(f"{name:<28}{r['median_s']:>10.3f}{r['peak_rss_mib']:>14.0f}{r['rss_increase_mib']:>10.0f}")
+        print(f"{name:<34}{r['median_s']:>10.3f}{r['peak_rss_mib']:>14.0f}{r['rss_increase_mib']:>10.0f}")
     print_pairs({r["case"]: r for r in results})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     meta = {"points": args.points, "queries": args.queries, "repeats": args.repeats, "threads": args.threads,

@@ -30,6 +30,7 @@ import ctxir.data.datamodules  # noqa: F401
 import ctxir.nn  # noqa: F401
 import ctxir.tasks  # noqa: F401
 from ctxir import __version__
+from ctxir.core.memory import retain_freed_memory
 from ctxir.nn.config import UntrustedModuleError
 from ctxir.tasks.checkpoint import read_checkpoint
 
@@ -127,7 +128,9 @@ def _build(args: ArgsType, run: bool) -> LightningCLI:
 
 def main(args: ArgsType = None) -> None:
     """The console script: run the CLI with ``args`` (``None``: the command line); ``ctxir scan ...`` runs
-    :mod:`ctxir.scan.command` (reconstruct your own scans) instead of a LightningCLI subcommand."""
+    :mod:`ctxir.scan.command` (reconstruct your own scans) instead of a LightningCLI subcommand. Freed memory
+    is kept in the process (:func:`ctxir.core.memory.retain_freed_memory`)."""
+    retain_freed_memory()
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, (list, tuple)) and list(argv[:1]) == ["scan"]:
         from ctxir.scan.command import run as scan  # imported for this subcommand only

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxir.cli import CONFIG_DIR, cli, finish_wandb
+from ctxir.core.memory import retain_freed_memory
 from ctxir.eval.report import format_value, markdown_table, table1_cells, table1_titles
 
 CONFIGS = CONFIG_DIR / "synthetic"
@@ -278,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="run only these rows (geometry always runs)",
                         choices=[run.name for run in RUNS])
     args = parser.parse_args(argv)
+    retain_freed_memory()  # CPU steps several times faster (ctxir.core.memory)
     start = time.perf_counter()
     reproduction = Reproduction(args.setting, args.output, args.only)
     reproduction()

@@ -412,48 +412,6 @@ def farthest_point_sampling(
     return chosen.view(-1)[picks] + cloud_start.to(pos.device, non_blocking=True)
 
 
-class _WideningLinear(torch.autograd.Function):
-    """``x @ W.T + b`` with a backward pass ordered for many rows and few input features.
-
-    Autograd's ``addmm`` backward computes the weight gradient as ``(grad.T @ x)`` so that it comes out in
-    the weight's layout; with ``x`` of shape (M, 3) and M in the tens of thousands that product has three
-    columns and runs about 10x slower on the CPU than ``(x.T @ grad).T`` (measured in ``bench_nn.py``'s
-    profile). Here the product always has the wider of the two feature counts as its columns, and the
-    input gradient of a very narrow input is formed transposed for the same reason. The maths is the same.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        out_features, in_features = weight.shape
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            narrow = in_features < NARROW_FEATURES
-            grad_x = (weight.t() @ grad.t()).t().contiguous() if narrow else grad @ weight
-        if ctx.needs_input_grad[1]:
-            grad_w = (x.t() @ grad).t().contiguous() if out_features > in_features else grad.t() @ x
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(0)
-        return grad_x, grad_w, grad_b
-
-
-#: Below this many input features :func:`widening_linear` forms the input gradient transposed.
-NARROW_FEATURES = 8
-
-
-def widening_linear(layer: nn.Linear, x: Tensor) -> Tensor:
-    """``layer(x)`` for an input of any rank, with the backward of :class:`_WideningLinear` (same values,
-    same parameters; worth it where rows are many and ``layer`` widens, e.g. the 3 → C position MLP)."""
-    out = _WideningLinear.apply(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias)
-    return out.view(*x.shape[:-1], -1)
-
-
 def gather_rows(x: Tensor, index: Tensor) -> Tensor:
     """``x[index]`` for an ``(n, k)`` index, via ``index_select`` (its backward, an ``index_add_``, is much
     faster on the CPU than the accumulating ``index_put_`` behind advanced indexing)."""

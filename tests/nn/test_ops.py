@@ -155,38 +155,6 @@ def test_gather_rows_equals_advanced_indexing_with_gradients() -> None:
     assert torch.allclose(g1, x.grad)
 
 
-@pytest.mark.parametrize("in_features,out_features,bias", [(3, 64, True), (35, 64, False), (64, 8, True), (6, 6, True)])
-def test_widening_linear_equals_linear_with_gradients(in_features: int, out_features: int, bias: bool) -> None:
-    from ctxir.nn.ops import widening_linear
-
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(in_features, out_features, bias=bias).double()
-    x = torch.randn(50, 7, in_features, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(50, 7, out_features, dtype=torch.float64)
-    out = widening_linear(layer, x)
-    (out * weight).sum().backward()
-    ours = [x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
-    x.grad = None
-    layer.zero_grad()
-    expected = layer(x)
-    (expected * weight).sum().backward()
-    assert out.shape == expected.shape and torch.allclose(out, expected, rtol=0, atol=1e-12)
-    for a, b in zip(ours, [x.grad] + [p.grad for p in layer.parameters()]):
-        assert a.is_contiguous() and torch.allclose(a, b, rtol=0, atol=1e-10)
-
-
-def test_knn_with_sizes_equals_knn_without_and_checks_them() -> None:
-    support, sb = _random_batch([300, 57, 1000], seed=10)
-    query, qb = _random_batch([200, 90, 333], seed=11)
-    for backend in available_backends():
-        got = knn(support, query, 8, sb, qb, backend=backend, sizes=([300, 57, 1000], [200, 90, 333]))
-        assert torch.equal(got, knn(support, query, 8, sb, qb, backend=backend))
-    with pytest.raises(ValueError, match="sizes sum to"):
-        knn(support, query, 8, sb, qb, sizes=([300, 57, 999], [200, 90, 333]))
-    with pytest.raises(ValueError, match="queries but no support"):
-        knn(support[:357], query, 8, sb[:357], qb, sizes=([300, 57, 0], [200, 90, 333]))
-
-
 def test_gather_columns_and_linear_channels_first_equal_their_row_forms() -> None:
     from ctxir.nn.ops import gather_columns, linear_channels_first
 

@@ -111,6 +111,17 @@ def _plain_layer_forward(layer: pt.PointTransformerLayer, x: torch.Tensor, pos: 
     return out.reshape(n, -1)
 
 
+def _plain_down_forward(down: pt.TransitionDown, x: torch.Tensor, fine_pos: torch.Tensor, pos: torch.Tensor,
+                        group: torch.Tensor | None) -> torch.Tensor:
+    """The transition down as the published code writes it: gather ``[p_j − p_i, f_j]``, then Linear-BN-ReLU
+    (BatchNorm on the transposed copy) and the max over the neighbours."""
+    if group is None:
+        return torch.relu(down.bn(down.fc(x)))
+    grouped = torch.cat([fine_pos[group] - pos[:, None], x[group]], dim=-1)
+    y = down.bn(down.fc(grouped).transpose(1, 2).contiguous()).transpose(1, 2)
+    return torch.relu(y).max(dim=1).values
+
+
 def _outputs_and_grads(net: torch.nn.Module, pos: torch.Tensor, batch: torch.Tensor) -> list[torch.Tensor]:
     """Output, input gradient and every parameter gradient of one weighted squared loss."""
     net.zero_grad()
@@ -131,6 +142,7 @@ def _compare_with_plain(monkeypatch: pytest.MonkeyPatch, train: bool, dtype: tor
     ours = _outputs_and_grads(net, pos, batch)
     net.load_state_dict(state)  # the same running statistics before the second pass
     monkeypatch.setattr(pt.PointTransformerLayer, "forward", _plain_layer_forward)
+    monkeypatch.setattr(pt.TransitionDown, "forward", _plain_down_forward)
     return ours, _outputs_and_grads(net, pos, batch)
 
 
