@@ -1,10 +1,11 @@
-"""BatchNorm of the point transformer's and the decoders' tensors: row-wise ``(…, C)`` and channel-first ``(C, m)``.
+"""BatchNorm in two layouts: row-wise ``(…, C)`` (the decoders) and channel-first ``(C, m)`` (the encoder).
 
 Accuracy of the two layouts differs on the CPU. ``BatchNorm1d``'s kernel for an ``(m, C)`` input accumulates
 the batch statistics in float32 along the rows and loses precision with ``m``: against float64 its output is
 off by 4e-6 at m = 10,240 rows, 4e-5 at 163,840 and 3e-4 at 655,360 (gradients 1e-5 … 6e-4), whereas the
-``(1, C, m)`` layout stays at 6e-7 (gradients 2e-6) throughout. Tensors with one row per neighbour pair
-(10⁵–10⁶ rows) are therefore kept channel-first (:func:`channels_first_batch_norm`).
+``(1, C, m)`` layout stays at 6e-7 (gradients 2e-6) throughout (``tests/nn/test_norm.py``). The encoder's
+tensors with one row per neighbour pair (10⁵–10⁶ rows) are therefore kept channel-first
+(:func:`channels_first_batch_norm`); the decoders' ``(M, K, C)`` tensors are still row-wise.
 """
 
 from __future__ import annotations
@@ -21,11 +22,6 @@ class RowBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)
-
-    def forward_relu(self, x: Tensor) -> Tensor:
-        """``ReLU(BatchNorm(x))`` with the ReLU in place on BatchNorm's output (which BatchNorm's backward
-        does not read), applied before the view back to ``x``'s shape so no in-place op touches a view."""
-        return torch.relu_(super().forward(x.reshape(-1, x.shape[-1]))).view_as(x)
 
 
 def channels_first_batch_norm(bn: nn.BatchNorm1d, x: Tensor, relu: bool = False) -> Tensor:
