@@ -25,7 +25,8 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
 
 Every other case runs with glibc's default memory recycling, so that ours and the peers see the same.
 
-FLOP utilisation: matmul FLOPs of one forward + backward (``torch.utils.flop_counter``) over its median time,
+FLOP utilisation: matmul FLOPs of one forward + backward (:class:`MatmulFlopCounter`: torch's formulas for dense
+products, stored entries for sparse ones) over its median time,
 as a fraction of this machine's fp32 matmul rate (best of 2048² ``torch.mm``, same threads, measured in the
 same process).
 
@@ -53,7 +54,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from ctxir.core.memory import retain_freed_memory
 from ctxir.nn import ContextModule, PointTransformerUNet, SemanticDecoder, UDFDecoder
@@ -331,12 +333,41 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> flo
     return 2 * size**3 / best / 1e9
 
 
+class MatmulFlopCounter(TorchDispatchMode):
+    """Matmul FLOPs of everything run under it, forward and backward.
+
+    Dense products (``mm``, ``addmm``, ``bmm``, ``baddbmm``) are counted by torch's own formulas
+    (``torch.utils.flop_counter``, 2·m·k·n); a product with a sparse CSR factor by its stored entries,
+    2·nnz·n, and the sampled product ``sparse_sampled_addmm`` by its samples, 2·nnz·k (torch's counter would
+    count those as dense products of the full matrix shape)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        sparse = [t for t in tensors if t.layout == torch.sparse_csr]
+        if func is torch.ops.aten.sparse_sampled_addmm.default:
+            self.flops += 2 * sparse[0]._nnz() * args[1].shape[1]
+        elif sparse and func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+            dense = tensors[-1] if tensors[-1].layout == torch.strided else tensors[-2]
+            self.flops += 2 * sparse[0]._nnz() * dense.shape[1]
+        elif func._overloadpacket in DENSE_PRODUCTS:
+            self.flops += flop_registry[func._overloadpacket](*args, out_val=out, **kwargs)
+        return out
+
+
+DENSE_PRODUCTS = (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm)
+
+
 def matmul_flops(fn: Callable[[], Any]) -> int:
-    """Matmul FLOPs (mm, addmm, bmm, ...) of one call, forward and backward, counted by torch."""
-    counter = FlopCounterMode(display=False)
-    with counter:
+    """Matmul FLOPs of one call, forward and backward (:class:`MatmulFlopCounter`)."""
+    with MatmulFlopCounter() as counter:
         fn()
-    return int(counter.get_total_flops())
+    return counter.flops
 
 
 def utilisation(flops: int, seconds: float, rate: float) -> dict[str, float]:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -289,20 +290,20 @@ def knn(
 def _fps_numpy(coords: np.ndarray, mind: np.ndarray, steps: int) -> np.ndarray:
     """FPS on padded clouds ``coords`` (3, B, n) with running min-distances ``mind`` (B, n), in numpy.
 
-    Coordinates are kept per axis (structure of arrays) and every update writes in place: on the CPU this
-    runs about 10x faster than the equivalent torch loop, whose per-call overhead dominates."""
+    Coordinates are kept per axis (structure of arrays), the three axes' differences are formed in one call and
+    every update writes in place: on the CPU this runs about 10x faster than the equivalent torch loop, whose
+    per-call overhead dominates (8 numpy calls per sample; 10,240 → 2,560 points in 40 ms, 53 ms with one call
+    per axis)."""
     num_clouds, n = mind.shape
     rows = np.arange(num_clouds)
     chosen = np.zeros((num_clouds, steps), dtype=np.int64)
     current = np.zeros(num_clouds, dtype=np.int64)
-    dist, tmp = np.empty((num_clouds, n), np.float32), np.empty((num_clouds, n), np.float32)
+    diff, dist = np.empty_like(coords), np.empty((num_clouds, n), np.float32)
     for i in range(1, steps):
-        np.subtract(coords[0], coords[0][rows, current][:, None], out=dist)
-        np.multiply(dist, dist, out=dist)
-        for axis in (1, 2):
-            np.subtract(coords[axis], coords[axis][rows, current][:, None], out=tmp)
-            np.multiply(tmp, tmp, out=tmp)
-            np.add(dist, tmp, out=dist)
+        np.subtract(coords, coords[:, rows, current][:, :, None], out=diff)
+        np.multiply(diff, diff, out=diff)
+        np.add(diff[0], diff[1], out=dist)
+        np.add(dist, diff[2], out=dist)
         np.minimum(mind, dist, out=mind)
         current = mind.argmax(axis=1)
         chosen[:, i] = current
@@ -434,53 +435,134 @@ def linear_channels_first(layer: nn.Linear, x: Tensor) -> Tensor:
     return torch.addmm(layer.bias.unsqueeze(1), layer.weight, x)
 
 
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A CSR matrix from trusted parts (built here, so PyTorch's invariant checks are skipped)."""
+    with warnings.catch_warnings():  # PyTorch notes once per process that sparse CSR support is "beta"
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
+
+class NeighbourGraph:
+    """``(n, k)`` neighbour indices into ``num_support`` points, as the sparse matrices of the vector attention's
+    weighted sum.
+
+    With ``G`` channel groups the sum is one sparse-times-dense product: a block-diagonal ``(G·n, G·num_support)``
+    CSR matrix (row ``g·n + i`` holds the ``k`` weights of point ``i`` and group ``g``, its columns are the
+    neighbours shifted by ``g·num_support``) times the values as ``(G·num_support, C/G)`` rows. Its transpose
+    (for the values' gradient) needs the entries sorted by column: one stable argsort of the ``n·k`` indices. Both
+    structures are built on first use and kept, so every block of a level (encoder and decoder, forward and
+    backward) shares one build.
+    """
+
+    def __init__(self, index: Tensor, num_support: int) -> None:
+        if index.ndim != 2:
+            raise ValueError(f"expected an (n, k) neighbour index, got shape {tuple(index.shape)}")
+        self.index, self.num_support = index, num_support
+        self._blocks: dict[int, tuple[Tensor, Tensor]] = {}
+        self._transposed: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.index.shape
+
+    def _index_dtype(self, groups: int) -> torch.dtype:
+        """int32 row pointers and columns when they fit (half the memory; the CPU product measured 1.1–1.5x
+        faster), else int64."""
+        n, k = self.index.shape
+        return torch.int32 if groups * max(n * k, self.num_support) < 2**31 else torch.int64
+
+    @torch.no_grad()
+    def block_diagonal(self, groups: int) -> tuple[Tensor, Tensor]:
+        """Row pointers ``(G·n + 1,)`` and column indices ``(G·n·k,)`` of the block-diagonal matrix."""
+        if groups not in self._blocks:
+            n, k = self.index.shape
+            device, dtype = self.index.device, self._index_dtype(groups)
+            shifts = torch.arange(groups, device=device).mul_(self.num_support).view(groups, 1)
+            col = (self.index.reshape(1, n * k) + shifts).view(-1).to(dtype)
+            self._blocks[groups] = torch.arange(0, groups * n * k + 1, k, device=device, dtype=dtype), col
+        return self._blocks[groups]
+
+    @torch.no_grad()
+    def transposed(self, groups: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Row pointers, column indices and the entry order ``perm`` of the transposed block-diagonal matrix
+        (its values are the original values taken in the order ``perm``)."""
+        if groups not in self._transposed:
+            n, k = self.index.shape
+            device = self.index.device
+            flat = self.index.reshape(-1)
+            order = torch.argsort(flat, stable=True)  # by column, rows ascending within a column
+            rows = torch.div(order, k, rounding_mode="floor")
+            counts = torch.bincount(flat, minlength=self.num_support)
+            shifts = torch.arange(groups, device=device).view(groups, 1)
+            dtype = self._index_dtype(groups)
+            perm = (order.view(1, -1) + shifts * (n * k)).view(-1)
+            col = (rows.view(1, -1) + shifts * n).view(-1).to(dtype)
+            crow = torch.cat([counts.new_zeros(1), counts.repeat(groups).cumsum(0)]).to(dtype)
+            self._transposed[groups] = crow, col, perm
+        return self._transposed[groups]
+
+
 class _GroupedNeighbourSum(torch.autograd.Function):
-    """Forward and backward of :func:`grouped_neighbour_sum`, written out so that the backward allocates
-    one ``(C, n·k)`` tensor per input instead of autograd's broadcast-and-reshape copies."""
+    """Sparse-times-dense forward and backward of :func:`grouped_neighbour_sum` on ``(G·rows, C/G)`` values.
+
+    Forward ``A @ V``, backward ``Aᵀ @ grad`` for the values and the sampled product ``(grad @ Vᵀ)`` at ``A``'s
+    entries for the weights: no ``(C, n·k)`` tensor is formed in either direction."""
 
     @staticmethod
-    def forward(ctx, values: Tensor, index: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
-        channels, n_values = values.shape
+    def forward(ctx, rows: Tensor, weights: Tensor, graph: NeighbourGraph) -> Tensor:  # type: ignore[override]
         groups, n, k = weights.shape
-        gathered = gather_columns(values, index).view(channels // groups, groups, n, k)
-        ctx.save_for_backward(gathered, index, weights)
-        ctx.n_values = n_values
-        return (gathered * weights).sum(dim=-1).view(channels, n)
+        crow, col = graph.block_diagonal(groups)
+        flat = weights.reshape(-1)
+        ctx.save_for_backward(rows, flat)
+        ctx.graph, ctx.groups = graph, groups
+        return _csr(crow, col, flat, (groups * n, rows.shape[0])) @ rows
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:  # type: ignore[override]
-        gathered, index, weights = ctx.saved_tensors
-        planes, groups, n, k = gathered.shape
-        grad = grad.reshape(planes, groups, n, 1)
-        grad_values = grad_weights = None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        rows, flat = ctx.saved_tensors
+        graph, groups = ctx.graph, ctx.groups
+        n, k = graph.shape
+        grad = grad.contiguous()
+        grad_rows = grad_weights = None
         if ctx.needs_input_grad[0]:
-            per_edge = (weights * grad).view(planes * groups, n * k)
-            grad_values = per_edge.new_zeros(planes * groups, ctx.n_values).scatter_add_(
-                1, index.reshape(1, -1).expand(planes * groups, -1), per_edge
-            )
-        if ctx.needs_input_grad[2]:
-            grad_weights = (gathered * grad).sum(dim=0)
-        return grad_values, None, grad_weights
+            crow_t, col_t, perm = graph.transposed(groups)
+            grad_rows = _csr(crow_t, col_t, flat[perm], (rows.shape[0], groups * n)) @ grad
+        if ctx.needs_input_grad[1]:
+            crow, col = graph.block_diagonal(groups)
+            pattern = _csr(crow, col, flat, (groups * n, rows.shape[0]))
+            grad_weights = torch.sparse.sampled_addmm(pattern, grad, rows.t(), beta=0.0).values().view(groups, n, k)
+        return grad_rows, grad_weights, None
 
 
-def grouped_neighbour_sum(values: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+def grouped_neighbour_sum(values: Tensor, neighbours: Tensor | NeighbourGraph, weights: Tensor) -> Tensor:
     """Weighted sum over each point's neighbours with one weight per channel group (vector attention).
 
     Args:
-        values: ``(C, n_values)`` channel-first features of the points that ``index`` points into.
-        index: ``(n, k)`` neighbours of each of ``n`` points.
+        values: ``(C, n_values)`` channel-first features of the points that ``neighbours`` points into.
+        neighbours: ``(n, k)`` neighbours of each of ``n`` points, or their :class:`NeighbourGraph` (which keeps
+            the sparse structures for the next call).
         weights: ``(G, n, k)`` weights, ``G`` dividing ``C``; channel ``c`` uses group ``c mod G``.
 
     Returns:
         ``(C, n)``: ``out[c, i] = Σ_j weights[c mod G, i, j] · values[c, index[i, j]]``.
+
+    Computed as one sparse-times-dense product (:class:`NeighbourGraph`); measured on this 2-core CPU at 32
+    channels, 10,240 points, k = 16, forward + backward: 3.3 ms against 12.9 ms for the gather-multiply-sum
+    (``benchmarks/bench_nn.py``, case ``grouped sum``).
     """
     groups, n, k = weights.shape
-    if values.shape[0] % groups or index.shape != (n, k):
+    channels, n_values = values.shape
+    graph = neighbours if isinstance(neighbours, NeighbourGraph) else NeighbourGraph(neighbours, n_values)
+    if channels % groups or graph.shape != (n, k) or graph.num_support != n_values:
         raise ValueError(
-            f"values {tuple(values.shape)}, index {tuple(index.shape)} and weights {tuple(weights.shape)} "
-            "do not fit: need values (C, n_values), index (n, k), weights (G, n, k) with G dividing C"
+            f"values {tuple(values.shape)}, neighbours {tuple(graph.shape)} into {graph.num_support} points and "
+            f"weights {tuple(weights.shape)} do not fit: need values (C, n_values), neighbours (n, k) into "
+            "n_values points, weights (G, n, k) with G dividing C"
         )
-    return _GroupedNeighbourSum.apply(values, index, weights)
+    planes = channels // groups
+    rows = values.view(planes, groups, n_values).permute(1, 2, 0).reshape(groups * n_values, planes)
+    out = _GroupedNeighbourSum.apply(rows, weights, graph)
+    return out.view(groups, n, planes).permute(2, 0, 1).reshape(channels, n)
 
 
 def interpolate_knn(

@@ -85,7 +85,7 @@ def test_sampling_counts_per_level() -> None:
     counts = [torch.bincount(level.batch).tolist() for level in levels]
     assert counts == [[1000, 257], [250, 64], [62, 16], [15, 4], [3, 1]]
     for level in levels:
-        assert torch.equal(level.batch[level.neighbours], level.batch[:, None].expand_as(level.neighbours))
+        assert torch.equal(level.batch[level.neighbours.index], level.batch[:, None].expand_as(level.neighbours.index))
 
 
 def test_wrong_feature_width_is_a_clear_error() -> None:
