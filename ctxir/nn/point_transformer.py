@@ -210,6 +210,10 @@ def build_pyramid(
 ) -> list[Level]:
     """Sample every level by farthest point sampling and compute each level's kNN exactly once.
 
+    A sampled point's ``k`` nearest finer-level points (the transition-down grouping) are the first ``k`` of its
+    own row in the finer level's self-kNN whenever that level searched at least ``k`` neighbours (the points are
+    among the finer level's, the search the same), so they are taken from there instead of searched again.
+
     ``sizes`` (points per cloud on the host, read with :func:`~ctxir.nn.ops.cloud_sizes` when ``None``) fixes
     every level's shape, so nothing else is read back from the device."""
     sizes = cloud_sizes(batch) if sizes is None else list(sizes)
@@ -219,13 +223,18 @@ def build_pyramid(
         fine = levels[-1]
         keep = farthest_point_sampling(fine.pos, fine.batch, 1.0 / stride, sizes=fine.sizes, backend=fps_backend)
         p, b, n = fine.pos[keep], fine.batch[keep], sampled_sizes(fine.sizes, 1.0 / stride)
+        fine_knn = fine.neighbours.index
+        if fine_knn.shape[1] >= k:
+            group = fine_knn[keep, :k]
+        else:
+            group = knn(fine.pos, p, k, fine.batch, b, backend=knn_backend, sizes=(fine.sizes, n))
         levels.append(
             Level(
                 pos=p,
                 batch=b,
                 sizes=n,
                 neighbours=NeighbourGraph(knn(p, p, k, b, b, backend=knn_backend, sizes=(n, n)), p.shape[0]),
-                group=knn(fine.pos, p, k, fine.batch, b, backend=knn_backend, sizes=(fine.sizes, n)),
+                group=group,
                 up=knn(p, fine.pos, 3, b, fine.batch, backend=knn_backend, sizes=(n, fine.sizes)),
             )
         )

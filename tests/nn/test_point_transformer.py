@@ -73,10 +73,22 @@ def test_each_level_knn_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(pt, "knn", counting_knn)
     pos, batch = _batch([1024, 1024])
-    net = PointTransformerUNet(3, 32)  # 5 levels, 13 encoder + 5 decoder blocks
+    net = PointTransformerUNet(3, 32)  # 5 levels, 13 encoder + 5 decoder blocks, k = 8, 16, 16, 16, 16
     net(pos, pos, batch)
-    # level 0: self kNN; levels 1-4: self kNN, transition-down grouping, transition-up 3-NN
-    assert len(calls) == 1 + 3 * 4
+    # level 0: self kNN; levels 1-4: self kNN and transition-up 3-NN; the transition-down grouping searched at
+    # level 1 only (k = 16 > level 0's 8), taken from the finer level's self-kNN at levels 2-4
+    assert calls == [8] + [16, 16, 3] + [16, 3] * 3
+
+
+@pytest.mark.parametrize("backend", ["kdtree", "brute"])
+def test_grouping_taken_from_the_finer_self_knn_equals_a_search(backend: str) -> None:
+    """Unequal clouds, one smaller than k (padded rows): every level's grouping equals a direct search."""
+    pos, batch = _batch([700, 300, 50], seed=4)
+    levels = pt.build_pyramid(pos, batch, [16, 16, 8, 8], knn_backend=backend)
+    for fine, level in zip(levels, levels[1:]):
+        k = level.neighbours.shape[1]
+        searched = pt.knn(fine.pos, level.pos, k, fine.batch, level.batch, backend=backend)
+        assert torch.equal(level.group, searched)
 
 
 def test_sampling_counts_per_level() -> None:
