@@ -16,7 +16,11 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
 * ``encoder float32 vs float64`` (CPU): the train-mode error of the float32 forward + backward against the same
   network in float64, for ours and the ``--baseline`` checkout's;
 * ``context module``, ``UDF decoder`` and ``semantic decoder`` (``--queries`` queries);
-* ``fps <backend>``: farthest point sampling of 4 clouds × ``--points`` at ratio 1/4 with every backend;
+* ``fps <backend>``: farthest point sampling of 4 clouds × ``--points`` at ratio 1/4 with every backend, and
+  ``fps fpsample``: the ``fpsample`` package's exact FPS (``fps_sampling``, dev extra) on the same clouds, with
+  how many of its samples differ from ours (float32 near-ties may be broken the other way);
+* ``grouped sum sparse|gathered``: the attention's weighted neighbour sum (:func:`ctxir.nn.ops.grouped_neighbour_sum`,
+  32 channels in 4 groups, k = 16) forward + backward as a sparse product and as gather-multiply-sum;
 * ``knn <backend> self16|query4``: the kNN backends, and ``knn ckdtree``: scipy's ``cKDTree`` (``workers=-1``);
 * ``full step`` (``--full-step``): encoder + UDF decoder + semantic decoder forward + backward on ``--device``
   for 4 clouds × ``--points`` points and 4 × ``--queries`` queries (the paper's per-GPU batch); on a Linux CPU
@@ -60,9 +64,11 @@ from torch.utils.flop_counter import flop_registry
 from ctxir.core.memory import retain_freed_memory
 from ctxir.nn import ContextModule, PointTransformerUNet, SemanticDecoder, UDFDecoder
 from ctxir.nn.ops import (
+    NeighbourGraph,
     available_backends,
     batch_to_ptr,
     farthest_point_sampling,
+    grouped_neighbour_sum,
     has_torch_cluster,
     knn,
 )
@@ -490,12 +496,32 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
 
         def run() -> None:
             net(pos, enc, q, batch, qb).square().mean().backward()
+    elif name == "fps fpsample":  # fpsample's exact FPS, one cloud at a time, checked against ours
+        import fpsample
+
+        fps_pos, fps_batch = _clouds(4, args.points, device)
+        clouds = fps_pos.view(4, args.points, 3).numpy()
+        ours = farthest_point_sampling(fps_pos, fps_batch, 0.25).view(4, -1) - (torch.arange(4) * args.points)[:, None]
+
+        def run() -> list:
+            return [fpsample.fps_sampling(c, args.points // 4, start_idx=0) for c in clouds]
+        extra = {"samples_differing_from_ours": sum(int((torch.from_numpy(a.astype("int64")) != b).sum())
+                                                    for a, b in zip(run(), ours))}
     elif name.startswith("fps "):
         backend = name.split(" ")[1]
         fps_pos, fps_batch = _clouds(4, args.points, device)
 
         def run() -> None:
             farthest_point_sampling(fps_pos, fps_batch, 0.25, backend=backend)
+    elif name.startswith("grouped sum "):  # the attention's weighted neighbour sum, level 0 of the peer's shape
+        index = knn(pos, pos, PEER_K)
+        values = torch.randn(32, args.points, requires_grad=True, device=device)
+        weights = torch.rand(4, args.points, PEER_K, requires_grad=True, device=device)
+        graph, grad = NeighbourGraph(index, args.points), torch.randn(32, args.points, device=device)
+        sparse = name.endswith("sparse")
+
+        def run() -> None:
+            grouped_neighbour_sum(values, graph, weights, sparse=sparse).backward(grad)
     elif name.startswith("full step"):
         if name == RETAINED_STEP:
             assert retain_freed_memory(), "glibc's mallopt is not available here"
@@ -560,6 +586,9 @@ def case_names(args: argparse.Namespace) -> list[str]:
     names += ["context module", "UDF decoder", "semantic decoder"]
     names += [f"fps {b}" for b in ("numpy", "torch", "cluster")
               if (b != "numpy" or device.type == "cpu") and (b != "cluster" or has_torch_cluster())]
+    if device.type == "cpu" and importlib.util.find_spec("fpsample") is not None:
+        names.append("fps fpsample")
+    names += ["grouped sum sparse", "grouped sum gathered"] if device.type == "cpu" else ["grouped sum gathered"]
     if args.full_step:
         names.append("full step")
         if device.type == "cpu" and sys.platform.startswith("linux"):

@@ -1,14 +1,16 @@
 """Point Transformer U-Net (Zhao et al., ICCV 2021, v1) on batches of concatenated clouds.
 
 Layer for layer the published segmentation network (POSTECH-CVLab / Pointcept ``PointTransformer-Seg50``),
-so the parameter counts match exactly, written in plain PyTorch with two differences that change no maths:
+so the parameter counts match exactly, written in plain PyTorch with three differences that change no maths:
 
 * every level's neighbourhoods (its self-kNN, the transition-down grouping and the transition-up
   interpolation neighbours) are computed **once** in :func:`build_pyramid` and reused by every block of that
   level, encoder and decoder alike (the published code recomputes them inside every layer);
 * the attention layer and the transition down keep their per-neighbour-pair tensors channel-first,
-  ``(C, n·k)``, and allocate few of them (see :meth:`PointTransformerLayer.forward` and
-  :class:`TransitionDown`).
+  ``(C, n·k)``, and allocate few of them (see :meth:`PointTransformerLayer.forward_channels_first` and
+  :class:`TransitionDown`);
+* the attention's weighted sum of the values is one sparse-times-dense product over the level's
+  :class:`~ctxir.nn.ops.NeighbourGraph` on the CPU, so the values are never copied per neighbour pair.
 """
 
 from __future__ import annotations
