@@ -143,7 +143,10 @@ class TransitionDown(nn.Module):
         rel = (gather_columns(fine_t, flat).view(3, n, k) - pos.t().unsqueeze(2)).view(3, n * k)
         y = torch.addmm(gather_columns(self.fc.weight[:, 3:] @ x.t(), flat), self.fc.weight[:, :3], rel)
         y = channels_first_batch_norm(self.bn, y, relu=True)
-        return y.view(-1, n, k).amax(dim=2).t()
+        # max with indices: its backward is one scatter, amax's splits ties with a mask (measured 5.1 against
+        # 8.4 ms forward + backward at 64 channels x 2,560 points x 16); tied entries are repeated neighbours
+        # (the same point, so the same gradient either way) or ReLU zeros (no gradient)
+        return y.view(-1, n, k).max(dim=2).values.t()
 
 
 class TransitionUpHead(nn.Module):
