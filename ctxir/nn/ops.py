@@ -581,7 +581,7 @@ def grouped_neighbour_sum(
             order and repeated neighbours (padded rows), which PyTorch's CPU kernels accept (tested); CUDA's
             sparse library may require sorted, distinct columns, unverified without a GPU, so accelerators
             gather. Measured on this 2-core CPU at 32 channels in 4 groups, 10,240 points, k = 16, forward +
-            backward: 6 ms sparse against 15 ms gathered (``benchmarks/bench_nn.py``, ``grouped sum`` cases).
+            backward: 6–8 ms sparse against 15–20 ms gathered (``benchmarks/bench_nn.py``, ``grouped sum``).
 
     Returns:
         ``(C, n)``: ``out[c, i] = Σ_j weights[c mod G, i, j] · values[c, index[i, j]]``.
