@@ -616,7 +616,7 @@ def peer_in_separate_processes(args: argparse.Namespace) -> dict[str, Any]:
     """Ours and the PyG peer each alone in a fresh process, ``--rounds`` times, alternating the two.
 
     In one process the peer runs after our step has shaped glibc's heap, which measured it up to 1.5x slower
-    than alone (0.94–1.35 s against 0.87–0.92 s), so the in-process ratio flatters ours; this one does not."""
+    than alone (0.94–1.35 s against 0.87–1.00 s), so the in-process ratio flatters ours; this one does not."""
     rounds = [(run_case(PEER_OURS, args), run_case(PEER_ALONE, args)) for _ in range(args.rounds)]
     ours = [t for o, _ in rounds for t in o["times_s"]]
     peer = [t for _, p in rounds for t in p["times_s"]]
