@@ -347,6 +347,13 @@ def _host_index(counts: Sizes, starts: Sizes, device: torch.device) -> Tensor:
     return torch.from_numpy(index).to(device, non_blocking=True)
 
 
+def cloud_prefixes(sizes: Sizes, counts: Sizes, device: torch.device | str = "cpu") -> Tensor:
+    """Indices of the first ``counts[b]`` points of every cloud of a batch with ``sizes`` points per cloud."""
+    if any(c > s for c, s in zip(counts, sizes)) or len(counts) != len(sizes):
+        raise ValueError(f"prefixes {list(counts)} do not fit clouds of {list(sizes)} points")
+    return _host_index(counts, offsets(sizes)[:-1], torch.device(device))
+
+
 def _padded_clouds(pos: Tensor, sizes: Sizes) -> tuple[Tensor, Tensor]:
     """Clouds as float32 ``coords`` (3, B, n_max) and running min-distances (B, n_max): +inf for points,
     −1 for padding (never picked)."""

@@ -25,6 +25,7 @@ from ctxir.nn.config import Configurable
 from ctxir.nn.norm import channels_first_batch_norm
 from ctxir.nn.ops import (
     NeighbourGraph,
+    cloud_prefixes,
     cloud_sizes,
     farthest_point_sampling,
     gather_columns,
@@ -215,6 +216,12 @@ def build_pyramid(
 ) -> list[Level]:
     """Sample every level by farthest point sampling and compute each level's kNN exactly once.
 
+    Farthest point sampling runs once, on the input points: every coarser level is a prefix of the level above.
+    A level holds each cloud's samples in sampling order, and sampling them again from the same first point picks
+    them again in the same order (by induction: after the same first ``t`` picks every candidate has the same
+    distance to them, the level's sample ``t + 1`` is among the candidates and is the farthest, and among equally
+    far candidates the earliest sampled is the lowest-indexed in either run, as the full run picked it first).
+
     A sampled point's ``k`` nearest finer-level points (the transition-down grouping) are the first ``k`` of its
     own row in the finer level's self-kNN whenever that level searched at least ``k`` neighbours (the points are
     among the finer level's, the search the same), so they are taken from there instead of searched again.
@@ -226,8 +233,12 @@ def build_pyramid(
     levels = [Level(pos, batch, sizes, NeighbourGraph(self_knn, pos.shape[0]))]
     for k in neighbours[1:]:
         fine = levels[-1]
-        keep = farthest_point_sampling(fine.pos, fine.batch, 1.0 / stride, sizes=fine.sizes, backend=fps_backend)
-        p, b, n = fine.pos[keep], fine.batch[keep], sampled_sizes(fine.sizes, 1.0 / stride)
+        n = sampled_sizes(fine.sizes, 1.0 / stride)
+        if len(levels) == 1:
+            keep = farthest_point_sampling(pos, batch, 1.0 / stride, sizes=sizes, backend=fps_backend)
+        else:  # a prefix of the finer level's samples (see above)
+            keep = cloud_prefixes(fine.sizes, n, pos.device)
+        p, b = fine.pos[keep], fine.batch[keep]
         fine_knn = fine.neighbours.index
         if fine_knn.shape[1] >= k:
             group = fine_knn[keep, :k]

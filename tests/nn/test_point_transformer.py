@@ -5,6 +5,7 @@ import torch
 
 from ctxir.nn import PointTransformerUNet
 from ctxir.nn import point_transformer as pt
+from ctxir.nn.ops import has_torch_cluster
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -78,6 +79,34 @@ def test_each_level_knn_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # level 0: self kNN; levels 1-4: self kNN and transition-up 3-NN; the transition-down grouping searched at
     # level 1 only (k = 16 > level 0's 8), taken from the finer level's self-kNN at levels 2-4
     assert calls == [8] + [16, 16, 3] + [16, 3] * 3
+
+
+def _lattice_with_duplicates(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three clouds (one smaller than the stride allows at the coarse levels): random points, an integer lattice
+    (distances tie everywhere) and a cloud with every point twice (exact duplicates)."""
+    g = torch.Generator().manual_seed(seed)
+    random = torch.rand(900, 3, generator=g)
+    axis = torch.arange(8, dtype=torch.float32) / 8
+    lattice = torch.cartesian_prod(axis, axis, axis)[torch.randperm(512, generator=g)]
+    twice = torch.rand(35, 3, generator=g).repeat(2, 1)
+    pos = torch.cat([random, lattice, twice])
+    batch = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate((900, 512, 70))])
+    return pos, batch
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "cluster"])
+def test_each_level_is_the_sampling_of_the_level_above(backend: str) -> None:
+    """The pyramid samples once and takes prefixes; that equals sampling every level from the one above, with
+    ties everywhere (lattice) and exact duplicates included."""
+    if backend == "cluster" and not has_torch_cluster():
+        pytest.skip("torch-cluster not installed")
+    pos, batch = _lattice_with_duplicates(seed=6)
+    levels = pt.build_pyramid(pos, batch, [8, 8, 8, 8, 8], fps_backend=backend)
+    p, b = pos, batch
+    for level in levels[1:]:
+        keep = pt.farthest_point_sampling(p, b, 0.25, backend=backend)
+        p, b = p[keep], b[keep]
+        assert torch.equal(level.pos, p) and torch.equal(level.batch, b)
 
 
 @pytest.mark.parametrize("backend", ["kdtree", "brute"])
