@@ -238,6 +238,11 @@ class PeerUp(nn.Module):
         return self.skip(skip) + up
 
 
+def peer_shaped_encoder() -> PointTransformerUNet:
+    """Our encoder at the peer's shape: channels 32…512, one block per stage, k = 16 everywhere."""
+    return PointTransformerUNet(3, 32, channels=PEER_CHANNELS, blocks=(1,) * 5, neighbours=(PEER_K,) * 5)
+
+
 class PeerUNet(nn.Module):
     """The peer: one PeerBlock per stage down and up (the bottom stage's twice, as ours), FPS by 4 between
     stages, k = 16 everywhere."""
@@ -475,15 +480,11 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
                  **_pair_case(net, other, pos, batch, args, device)}
         run = _train_step(net, pos, pos, batch)
     elif name == "encoder vs PyG peer":
-        net = PointTransformerUNet(3, 32, channels=PEER_CHANNELS, blocks=(1,) * 5, neighbours=(PEER_K,) * 5).to(device)
+        net = peer_shaped_encoder().to(device)
         extra = _pair_case(net, PeerUNet(3, 32).to(device), pos, batch, args, device)
         run = _train_step(net, pos, pos, batch)
     elif name in (PEER_OURS, PEER_ALONE):  # one side of the peer comparison, alone in its process
-        if name == PEER_OURS:
-            net = PointTransformerUNet(3, 32, channels=PEER_CHANNELS, blocks=(1,) * 5,
-                                       neighbours=(PEER_K,) * 5).to(device)
-        else:
-            net = PeerUNet(3, 32).to(device)
+        net = (peer_shaped_encoder() if name == PEER_OURS else PeerUNet(3, 32)).to(device)
         run = _train_step(net, pos, pos, batch)
         extra = {"flops": matmul_flops(run), "matmul_gflop_per_s": matmul_rate(device),
                  "params": sum(p.numel() for p in net.parameters())}
@@ -627,6 +628,11 @@ def peer_in_separate_processes(args: argparse.Namespace) -> dict[str, Any]:
             "peer": {k: rounds[0][1][k] for k in ("flops", "matmul_gflop_per_s", "params")}}
 
 
+def _print_timing_row(label: str, seconds: float, u: dict[str, float], params: int) -> None:
+    print(f"  {label:<9} {seconds:7.3f} s  {u['gflop']:6.2f} GFLOP  {u['gflop_per_s']:6.1f} GFLOP/s  "
+          f"utilisation {100 * u['utilisation']:5.1f} %  {params:>10,} parameters")
+
+
 def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
     if "encoder float32 vs float64" in by_case:
         r = by_case["encoder float32 vs float64"]
@@ -648,9 +654,7 @@ def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
         print(f"\n{name} (forward+backward, alternating; fp32 matmul rate {r['matmul_gflop_per_s']:.0f} GFLOP/s):")
         for label, times, u, params in (("ours", r["ours_s"], r["ours"], r["ours_params"]),
                                         (other, r["other_s"], r["other"], r["other_params"])):
-            print(f"  {label:<9} {statistics.median(times):7.3f} s  {u['gflop']:6.2f} GFLOP  "
-                  f"{u['gflop_per_s']:6.1f} GFLOP/s  utilisation {100 * u['utilisation']:5.1f} %  "
-                  f"{params:>10,} parameters")
+            _print_timing_row(label, statistics.median(times), u, params)
         print(f"  median speed-up ours vs {other}: {r['speedup_median']:.2f}x")
         if name == "encoder vs baseline":
             print(f"  max |output difference| vs baseline: eval {r['max_abs_diff_eval']:.2e}, "
@@ -660,10 +664,9 @@ def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
         print(f"\nencoder vs PyG peer, each alone in a fresh process ({len(separate['round_speedups'])} rounds):")
         for label, times, info in (("ours", separate["ours_s"], separate["ours"]),
                                    ("PyG peer", separate["peer_s"], separate["peer"])):
-            u = utilisation(info["flops"], statistics.median(times), info["matmul_gflop_per_s"])
-            print(f"  {label:<9} {statistics.median(times):7.3f} s  {u['gflop']:6.2f} GFLOP  "
-                  f"{u['gflop_per_s']:6.1f} GFLOP/s  utilisation {100 * u['utilisation']:5.1f} %  "
-                  f"{info['params']:>10,} parameters")
+            seconds = statistics.median(times)
+            u = utilisation(info["flops"], seconds, info["matmul_gflop_per_s"])
+            _print_timing_row(label, seconds, u, info["params"])
         print(f"  speed-up ours vs PyG peer (ratio of medians): {separate['speedup_of_medians']:.2f}x; per round: "
               + ", ".join(f"{x:.2f}x" for x in separate["round_speedups"]))
 

@@ -204,9 +204,11 @@ def test_neighbour_graph_is_reused_across_group_counts_and_its_transpose_is_exac
     for groups in (1, 3, 2):
         crow, col = graph.block_diagonal(groups)
         values = torch.arange(1.0, 1 + groups * 24, dtype=torch.float64)
-        dense = torch.sparse_csr_tensor(crow, col, values, size=(groups * 6, groups * 9), check_invariants=False).to_dense()
+        dense = torch.sparse_csr_tensor(crow, col, values, size=(groups * 6, groups * 9),
+                                        check_invariants=False).to_dense()
         crow_t, col_t, perm = graph.transposed(groups)
-        dense_t = torch.sparse_csr_tensor(crow_t, col_t, values[perm], size=(groups * 9, groups * 6), check_invariants=False).to_dense()
+        dense_t = torch.sparse_csr_tensor(crow_t, col_t, values[perm], size=(groups * 9, groups * 6),
+                                          check_invariants=False).to_dense()
         assert torch.equal(dense_t, dense.t())
         assert crow.dtype == col.dtype == crow_t.dtype == torch.int32
 

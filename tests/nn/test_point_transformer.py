@@ -82,8 +82,8 @@ def test_each_level_knn_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _lattice_with_duplicates(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Three clouds (one smaller than the stride allows at the coarse levels): random points, an integer lattice
-    (distances tie everywhere) and a cloud with every point twice (exact duplicates)."""
+    """Three clouds: 900 random points, an 8³ integer lattice (distances tie everywhere) and 35 points each
+    given twice (exact duplicates; 1 point left at the coarsest levels)."""
     g = torch.Generator().manual_seed(seed)
     random = torch.rand(900, 3, generator=g)
     axis = torch.arange(8, dtype=torch.float32) / 8
