@@ -231,6 +231,31 @@ def test_neighbour_graph_is_reused_across_group_counts_and_its_transpose_is_exac
     assert sorted(graph._blocks) == sorted(graph._transposed) == [1, 2, 3]  # built once per grouping
 
 
+def test_neighbour_graph_sums_equal_loops_and_share_one_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sum_over_neighbours`` and ``sum_over_queries`` (repeated neighbours counted each time) equal loops over
+    the pairs; every transposed structure comes from one argsort."""
+    from ctxir.nn.ops import NeighbourGraph
+
+    torch.manual_seed(2)
+    index = torch.randint(0, 9, (6, 4))
+    index[2] = 7  # a padded row
+    graph = NeighbourGraph(index, 9)
+    calls = []
+    argsort = torch.argsort
+    monkeypatch.setattr(torch, "argsort", lambda *a, **k: calls.append(1) or argsort(*a, **k))
+    support, queries = torch.randn(9, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    by_query, by_support = torch.zeros(6, 5, dtype=torch.float64), torch.zeros(9, 5, dtype=torch.float64)
+    for i in range(6):
+        for j in index[i].tolist():
+            by_query[i] += support[j]
+            by_support[j] += queries[i]
+    assert torch.allclose(graph.sum_over_neighbours(support), by_query, rtol=0, atol=1e-12)
+    assert torch.allclose(graph.sum_over_queries(queries), by_support, rtol=0, atol=1e-12)
+    graph.transposed(3)
+    assert len(calls) == 1
+    assert torch.equal(graph.by_column()[1], torch.bincount(index.reshape(-1), minlength=9))
+
+
 def test_grouped_neighbour_sum_rejects_mismatched_shapes() -> None:
     from ctxir.nn.ops import NeighbourGraph, grouped_neighbour_sum
 
