@@ -1,7 +1,7 @@
 """Point Transformer U-Net (Zhao et al., ICCV 2021, v1) on batches of concatenated clouds.
 
 Layer for layer the published segmentation network (POSTECH-CVLab / Pointcept ``PointTransformer-Seg50``),
-so the parameter counts match exactly, written in plain PyTorch with three differences that change no maths:
+so the parameter counts match exactly, written in plain PyTorch with four differences that change no maths:
 
 * every level's neighbourhoods (its self-kNN, the transition-down grouping and the transition-up
   interpolation neighbours) are computed **once** in :func:`build_pyramid` and reused by every block of that
@@ -10,7 +10,9 @@ so the parameter counts match exactly, written in plain PyTorch with three diffe
   ``(C, n·k)``, and allocate few of them (see :meth:`PointTransformerLayer.forward_channels_first` and
   :class:`TransitionDown`);
 * the attention's weighted sum of the values is one sparse-times-dense product over the level's
-  :class:`~ctxir.nn.ops.NeighbourGraph` on the CPU, so the values are never copied per neighbour pair.
+  :class:`~ctxir.nn.ops.NeighbourGraph` on the CPU, so the values are never copied per neighbour pair;
+* the attention logits' gather-BatchNorm-ReLU-Linear runs fused, in cache-sized chunks, on the CPU
+  (:mod:`ctxir.nn.attention_logits`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ctxir.nn.attention_logits import attention_logits
 from ctxir.nn.config import Configurable
 from ctxir.nn.norm import channels_first_batch_norm
 from ctxir.nn.ops import (
@@ -69,9 +72,12 @@ class PointTransformerLayer(nn.Module):
         Every tensor with one entry per neighbour pair is kept channel-first, ``(C, n·k)``: linear maps are
         single GEMMs with long rows, gathers are ``torch.gather`` along the rows, and BatchNorm runs in its
         native layout, which accumulates the statistics accurately (the row layout loses ~1e-4 at this size,
-        see :mod:`ctxir.nn.norm`). Three rewrites change no maths:
+        see :mod:`ctxir.nn.norm`). Four rewrites change no maths:
 
         * δ's bias ``b`` enters ``w`` through ``b − q`` (an (n, C) tensor) instead of the (C, n·k) δ;
+        * the logits' first layers, ``w_fc1(ReLU(w_bn1(k_j − q_i + δ_ij)))``, are one
+          :func:`~ctxir.nn.attention_logits.attention_logits` call, which on the CPU runs in cache-sized chunks
+          and forms no ``(C, n·k)`` tensor;
         * the output's ``Σ_j w_ij ⊙ δ_ij`` is formed from the 3-channel hidden layer of the position MLP,
           ``W₂ (Σ_j w_ij h_ij) + b`` (the weights sum to 1 over ``j``), so ``v_j + δ_ij`` is never built;
         * ``Σ_j w_ij ⊙ v_j`` is a sparse-times-dense product (:func:`~ctxir.nn.ops.grouped_neighbour_sum`), so
@@ -84,15 +90,14 @@ class PointTransformerLayer(nn.Module):
         groups = channels // planes
         flat = index.reshape(1, n * k)
         x_t = x.t()
-        q, key, value = (linear_channels_first(fc, x_t) for fc in (self.linear_q, self.linear_k, self.linear_v))
+        value = linear_channels_first(self.linear_v, x_t)
         pos_t = pos.t()
         rel = (gather_columns(pos_t, flat).view(3, n, k) - pos_t.unsqueeze(2)).view(3, n * k)
         hidden = channels_first_batch_norm(self.pos_bn, linear_channels_first(self.pos_fc1, rel), relu=True)
         delta_bias = self.pos_fc2.bias
-        w = torch.add(gather_columns(key, flat).view(channels, n, k), (delta_bias.unsqueeze(1) - q).unsqueeze(2))
-        w = w.add_((self.pos_fc2.weight @ hidden).view(channels, n, k)).view(channels, n * k)
-        w = channels_first_batch_norm(self.w_bn1, w, relu=True)
-        w = channels_first_batch_norm(self.w_bn2, linear_channels_first(self.w_fc1, w), relu=True)
+        offset = delta_bias - self.linear_q(x)
+        w = attention_logits(self.linear_k(x), offset, hidden, self.pos_fc2.weight, self.w_bn1, self.w_fc1, graph)
+        w = channels_first_batch_norm(self.w_bn2, w, relu=True)
         w = torch.softmax(linear_channels_first(self.w_fc2, w).view(groups, n, k), dim=2)  # over the neighbours
         out = grouped_neighbour_sum(value, graph, w).view(planes, groups, n)
         pooled_hidden = (hidden.view(3, 1, n, k) * w).sum(dim=-1)  # Σ_j w_ij h_ij, (3, G, n)
