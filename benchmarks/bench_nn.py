@@ -8,7 +8,8 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
   weights, same output);
 * ``encoder vs baseline`` (``--baseline PATH``, another checkout, e.g. ``git worktree add /tmp/base <commit>``):
   this checkout's encoder against that checkout's, same weights; the largest output difference in eval and
-  train mode is reported;
+  train mode is reported; then (``--rounds``) each alone in fresh processes, alternating, with each side's
+  peak resident memory;
 * ``encoder vs PyG peer``: a U-Net of torch_geometric's ``PointTransformerConv`` (channels 32…512, one block per
   stage, k = 16; layers mirror ours: Linear-BN-ReLU, attention, BN-ReLU, Linear-BN, residual; position MLP
   3→3→C, attention MLP C→C/8→C since PyG has no channel groups; torch-cluster FPS and kNN, once per level)
@@ -29,15 +30,17 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
   also ``full step, freed memory retained``: the same after :func:`ctxir.core.memory.retain_freed_memory`
   (what the ``ctxir`` command does).
 
-Every other case runs with glibc's default memory recycling, so that ours and the peers see the same.
+Every other case runs with glibc's default memory recycling, so that ours and the peers see the same, or with
+``--retain`` every case keeps freed memory (both sides of each comparison alike). ``--clouds N`` runs the encoder
+cases on N clouds of ``--points`` points (4: the paper's per-GPU batch).
 
 FLOP utilisation: matmul FLOPs of one forward + backward (:class:`MatmulFlopCounter`: torch's formulas for dense
 products, stored entries for sparse ones) over its median time,
 as a fraction of this machine's fp32 matmul rate (best of 2048² ``torch.mm``, same threads, measured in the
 same process).
 
-    python benchmarks/bench_nn.py [--points 10240] [--queries 50000] [--repeats 5] [--threads N]
-        [--baseline PATH] [--device cpu|cuda] [--full-step] [--only CASE ...]
+    python benchmarks/bench_nn.py [--points 10240] [--clouds 1] [--queries 50000] [--repeats 5] [--threads N]
+        [--baseline PATH] [--device cpu|cuda] [--full-step] [--rounds 3] [--retain] [--only CASE ...]
 
 Prints a table and writes ``benchmarks/results/bench_nn.json``.
 """
@@ -79,6 +82,9 @@ from ctxir.nn.point_transformer import PointTransformerBlock, PointTransformerLa
 RESULTS = Path(__file__).parent / "results" / "bench_nn.json"
 RETAINED_STEP = "full step, freed memory retained"
 PEER_OURS, PEER_ALONE = "peer shape: ours alone", "peer shape: PyG peer alone"
+BASE_OURS, BASE_ALONE = "published: ours alone", "published: baseline alone"
+ENCODER_CASES = {"encoder vs baseline", "encoder vs PyG peer", "encoder", PEER_OURS, PEER_ALONE, BASE_OURS, BASE_ALONE}
+"""The cases that run on ``--clouds`` clouds."""
 PEER_CHANNELS = (32, 64, 128, 256, 512)
 PEER_K = 16
 
@@ -300,14 +306,20 @@ def _load_module(path: Path, name: str) -> ModuleType:
 
 
 def load_baseline(root: Path) -> ModuleType:
-    """``ctxir.nn.point_transformer`` of another checkout, bound to that checkout's ``ctxir.nn.ops``."""
-    ops = _load_module(root / "ctxir" / "nn" / "ops.py", "baseline_ops")
-    current = sys.modules["ctxir.nn.ops"]
-    sys.modules["ctxir.nn.ops"] = ops  # the baseline's `from ctxir.nn.ops import ...` binds its own ops
+    """``ctxir.nn.point_transformer`` of another checkout, bound to that checkout's ``ctxir.nn`` modules (ops,
+    norm, attention logits, those it has) instead of this checkout's."""
+    names = [n for n in ("ops", "norm", "attention_logits") if (root / "ctxir" / "nn" / f"{n}.py").exists()]
+    current = {n: sys.modules.get(f"ctxir.nn.{n}") for n in names}
     try:
+        for n in names:  # in dependency order; each later module's `from ctxir.nn.x import ...` binds the baseline's
+            sys.modules[f"ctxir.nn.{n}"] = _load_module(root / "ctxir" / "nn" / f"{n}.py", f"baseline_{n}")
         return _load_module(root / "ctxir" / "nn" / "point_transformer.py", "baseline_point_transformer")
     finally:
-        sys.modules["ctxir.nn.ops"] = current
+        for n, module in current.items():
+            if module is None:
+                sys.modules.pop(f"ctxir.nn.{n}", None)
+            else:
+                sys.modules[f"ctxir.nn.{n}"] = module
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -453,8 +465,10 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    if args.retain:
+        assert retain_freed_memory(), "glibc's mallopt is not available here"
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    pos, batch = _clouds(1, args.points, device)
+    pos, batch = _clouds(args.clouds if name in ENCODER_CASES else 1, args.points, device)
     q = torch.rand(args.queries, 3, device=device) - 0.5
     extra: dict[str, Any] = {}
     run: Callable[[], Any]
@@ -483,8 +497,11 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
         net = peer_shaped_encoder().to(device)
         extra = _pair_case(net, PeerUNet(3, 32).to(device), pos, batch, args, device)
         run = _train_step(net, pos, pos, batch)
-    elif name in (PEER_OURS, PEER_ALONE):  # one side of the peer comparison, alone in its process
-        net = (peer_shaped_encoder() if name == PEER_OURS else PeerUNet(3, 32)).to(device)
+    elif name in (PEER_OURS, PEER_ALONE, BASE_OURS, BASE_ALONE):  # one side of a comparison, alone in its process
+        build = {PEER_OURS: peer_shaped_encoder, PEER_ALONE: lambda: PeerUNet(3, 32),
+                 BASE_OURS: lambda: PointTransformerUNet(3, 32),
+                 BASE_ALONE: lambda: load_baseline(Path(args.baseline)).PointTransformerUNet(3, 32)}
+        net = build[name]().to(device)
         run = _train_step(net, pos, pos, batch)
         extra = {"flops": matmul_flops(run), "matmul_gflop_per_s": matmul_rate(device),
                  "params": sum(p.numel() for p in net.parameters())}
@@ -613,19 +630,23 @@ def case_names(args: argparse.Namespace) -> list[str]:
     return [n for n in names if not args.only or n in args.only]
 
 
-def peer_in_separate_processes(args: argparse.Namespace) -> dict[str, Any]:
-    """Ours and the PyG peer each alone in a fresh process, ``--rounds`` times, alternating the two.
+def alone_in_separate_processes(args: argparse.Namespace, ours_case: str, other_case: str, label: str) -> dict[str, Any]:
+    """Ours and another encoder each alone in a fresh process, ``--rounds`` times, alternating the two: times
+    and each side's own peak resident memory.
 
-    In one process the peer runs after our step has shaped glibc's heap, which measured it up to 1.5x slower
-    than alone (0.94–1.35 s against 0.87–1.00 s), so the in-process ratio flatters ours; this one does not."""
-    rounds = [(run_case(PEER_OURS, args), run_case(PEER_ALONE, args)) for _ in range(args.rounds)]
+    In one process the second network runs on a heap the first one shaped: the PyG peer measured up to 1.5x
+    slower than alone (0.94–1.35 s against 0.87–1.00 s), so the in-process ratio flatters ours; this one does
+    not."""
+    rounds = [(run_case(ours_case, args), run_case(other_case, args)) for _ in range(args.rounds)]
     ours = [t for o, _ in rounds for t in o["times_s"]]
-    peer = [t for _, p in rounds for t in p["times_s"]]
-    return {"case": "encoder vs PyG peer, separate processes", "ours_s": ours, "peer_s": peer,
+    other = [t for _, p in rounds for t in p["times_s"]]
+    return {"case": f"encoder vs {label}, separate processes", "label": label, "ours_s": ours, "other_s": other,
             "round_speedups": [p["median_s"] / o["median_s"] for o, p in rounds],
-            "speedup_of_medians": statistics.median(peer) / statistics.median(ours),
+            "speedup_of_medians": statistics.median(other) / statistics.median(ours),
+            "peak_rss_mib": {"ours": statistics.median(o["peak_rss_mib"] for o, _ in rounds),
+                             "other": statistics.median(p["peak_rss_mib"] for _, p in rounds)},
             "ours": {k: rounds[0][0][k] for k in ("flops", "matmul_gflop_per_s", "params")},
-            "peer": {k: rounds[0][1][k] for k in ("flops", "matmul_gflop_per_s", "params")}}
+            "other": {k: rounds[0][1][k] for k in ("flops", "matmul_gflop_per_s", "params")}}
 
 
 def _print_timing_row(label: str, seconds: float, u: dict[str, float], params: int) -> None:
@@ -659,15 +680,17 @@ def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
         if name == "encoder vs baseline":
             print(f"  max |output difference| vs baseline: eval {r['max_abs_diff_eval']:.2e}, "
                   f"train {r['max_abs_diff_train']:.2e}")
-    separate = by_case.get("encoder vs PyG peer, separate processes")
-    if separate:
-        print(f"\nencoder vs PyG peer, each alone in a fresh process ({len(separate['round_speedups'])} rounds):")
-        for label, times, info in (("ours", separate["ours_s"], separate["ours"]),
-                                   ("PyG peer", separate["peer_s"], separate["peer"])):
-            seconds = statistics.median(times)
+    for label in ("baseline", "PyG peer"):
+        separate = by_case.get(f"encoder vs {label}, separate processes")
+        if not separate:
+            continue
+        print(f"\nencoder vs {label}, each alone in a fresh process ({len(separate['round_speedups'])} rounds):")
+        for side, name, times in (("ours", "ours", separate["ours_s"]), ("other", label, separate["other_s"])):
+            seconds, info = statistics.median(times), separate[side]
             u = utilisation(info["flops"], seconds, info["matmul_gflop_per_s"])
-            _print_timing_row(label, seconds, u, info["params"])
-        print(f"  speed-up ours vs PyG peer (ratio of medians): {separate['speedup_of_medians']:.2f}x; per round: "
+            _print_timing_row(name, seconds, u, info["params"])
+            print(f"  {'':<9} peak resident memory {separate['peak_rss_mib'][side]:,.0f} MiB")
+        print(f"  speed-up ours vs {label} (ratio of medians): {separate['speedup_of_medians']:.2f}x; per round: "
               + ", ".join(f"{x:.2f}x" for x in separate["round_speedups"]))
 
 
@@ -682,7 +705,13 @@ def main() -> None:
     parser.add_argument("--full-step", action="store_true", help="also time encoder + both decoders, 4 clouds")
     parser.add_argument("--only", nargs="+", default=None, help="run only these cases")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="fresh-process rounds of ours and the PyG peer each alone (with 'encoder vs PyG peer')")
+                        help="fresh-process rounds of ours and the other encoder each alone (with 'encoder vs "
+                             "baseline' and 'encoder vs PyG peer'; 0: none)")
+    parser.add_argument("--clouds", type=int, default=1,
+                        help="clouds of --points points in the encoder cases (4: the paper's per-GPU batch)")
+    parser.add_argument("--retain", action="store_true",
+                        help="keep freed memory in every case's process (ctxir.core.memory.retain_freed_memory, "
+                             "what the ctxir command does), both sides of every comparison alike")
     args = parser.parse_args()
 
     results = []
@@ -691,11 +720,14 @@ def main() -> None:
         r = run_case(name, args)
         results.append(r)
         print(f"{name:<34}{r['median_s']:>10.3f}{r['peak_rss_mib']:>14.0f}{r['rss_increase_mib']:>10.0f}")
-    if "encoder vs PyG peer" in case_names(args):
-        results.append(peer_in_separate_processes(args))
+    if "encoder vs baseline" in case_names(args) and args.rounds:
+        results.append(alone_in_separate_processes(args, BASE_OURS, BASE_ALONE, "baseline"))
+    if "encoder vs PyG peer" in case_names(args) and args.rounds:
+        results.append(alone_in_separate_processes(args, PEER_OURS, PEER_ALONE, "PyG peer"))
     print_pairs({r["case"]: r for r in results})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"points": args.points, "queries": args.queries, "repeats": args.repeats, "threads": args.threads,
+    meta = {"points": args.points, "clouds": args.clouds, "retain": args.retain, "queries": args.queries,
+            "repeats": args.repeats, "threads": args.threads,
             "device": args.device, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
     RESULTS.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"wrote {RESULTS}")

@@ -21,9 +21,10 @@ and ReLU's output stay alive until backward. :func:`attention_logits` computes t
 
 Nothing with one entry per pair and channel is saved for backward. The maths is BatchNorm's (biased variance
 to normalise, unbiased for the running estimate, ``momentum=None`` as a cumulative average). Only first
-derivatives are provided. Measured on the 2-core CPU: the published encoder's training step at the paper's
-per-GPU batch (4 × 10,240 points) 1.55 against 1.89–2.07 s and peak memory 1.6 against 2.3–2.4 GiB
-(``benchmarks/bench_nn.py``, ``encoder vs baseline --clouds 4``).
+derivatives are provided. Measured on the 2-core CPU, each alone in a fresh process: the published encoder's
+training step at the paper's per-GPU batch (4 × 10,240 points) 1.52 against 1.98 s with the composed ops, peak
+resident memory 1.7 against 2.5 GiB (``python benchmarks/bench_nn.py --only "encoder vs baseline" --clouds 4
+--baseline PATH``, PATH a checkout before this module).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def attention_logits(
             and key.dtype in FUSED_DTYPES
         )
     if not fused:
-        u = gather_columns(key.t(), index.reshape(-1)).view(channels, n, k).add_(offset.t().unsqueeze(2))
+        u = gather_columns(key.t().contiguous(), index.reshape(-1)).view(channels, n, k).add_(offset.t().unsqueeze(2))
         u = u.view(channels, n * k).add_(pos_weight @ hidden)
         return linear_channels_first(fc, channels_first_batch_norm(bn, u, relu=True))
     batch_stats = bn.training or bn.running_mean is None or bn.running_var is None
