@@ -308,7 +308,7 @@ def _load_module(path: Path, name: str) -> ModuleType:
 def load_baseline(root: Path) -> ModuleType:
     """``ctxir.nn.point_transformer`` of another checkout, bound to that checkout's ``ctxir.nn`` modules (ops,
     norm, attention logits, those it has) instead of this checkout's."""
-    names = [n for n in ("ops", "norm", "attention_logits") if (root / "ctxir" / "nn" / f"{n}.py").exists()]
+    names = [n for n in ("ops", "norm", "attention_logits", "pair_norm") if (root / "ctxir" / "nn" / f"{n}.py").exists()]
     current = {n: sys.modules.get(f"ctxir.nn.{n}") for n in names}
     try:
         for n in names:  # in dependency order; each later module's `from ctxir.nn.x import ...` binds the baseline's

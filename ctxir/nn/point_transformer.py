@@ -6,13 +6,12 @@ so the parameter counts match exactly, written in plain PyTorch with four differ
 * every level's neighbourhoods (its self-kNN, the transition-down grouping and the transition-up
   interpolation neighbours) are computed **once** in :func:`build_pyramid` and reused by every block of that
   level, encoder and decoder alike (the published code recomputes them inside every layer);
-* the attention layer and the transition down keep their per-neighbour-pair tensors channel-first,
-  ``(C, n·k)``, and allocate few of them (see :meth:`PointTransformerLayer.forward_channels_first` and
-  :class:`TransitionDown`);
+* the attention layer keeps its per-neighbour-pair tensors channel-first, ``(C, n·k)``, and allocates few of
+  them (see :meth:`PointTransformerLayer.forward_channels_first`);
 * the attention's weighted sum of the values is one sparse-times-dense product over the level's
   :class:`~ctxir.nn.ops.NeighbourGraph` on the CPU, so the values are never copied per neighbour pair;
-* the attention logits' gather-BatchNorm-ReLU-Linear runs fused, in cache-sized chunks, on the CPU
-  (:mod:`ctxir.nn.attention_logits`).
+* the BatchNorms over neighbour pairs (the attention logits' and the transition down's) run fused on the CPU,
+  in cache-sized chunks with statistics from sums over the neighbour graph (:mod:`ctxir.nn.pair_norm`).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctxir.nn.attention_logits import attention_logits
+from ctxir.nn.pair_norm import attention_logits, neighbour_max
 from ctxir.nn.config import Configurable
 from ctxir.nn.norm import channels_first_batch_norm
 from ctxir.nn.ops import (
@@ -76,7 +75,7 @@ class PointTransformerLayer(nn.Module):
 
         * δ's bias ``b`` enters ``w`` through ``b − q`` (an (n, C) tensor) instead of the (C, n·k) δ;
         * the logits' first layers, ``w_fc1(ReLU(w_bn1(k_j − q_i + δ_ij)))``, are one
-          :func:`~ctxir.nn.attention_logits.attention_logits` call, which on the CPU runs in cache-sized chunks
+          :func:`~ctxir.nn.pair_norm.attention_logits` call, which on the CPU runs in cache-sized chunks
           and forms no ``(C, n·k)`` tensor;
         * the output's ``Σ_j w_ij ⊙ δ_ij`` is formed from the 3-channel hidden layer of the position MLP,
           ``W₂ (Σ_j w_ij h_ij) + b`` (the weights sum to 1 over ``j``), so ``v_j + δ_ij`` is never built;
@@ -128,9 +127,10 @@ class TransitionDown(nn.Module):
     """Stride 1: a per-point Linear-BN-ReLU. Otherwise: max over each sampled point's k neighbours of
     Linear-BN-ReLU applied to ``[p_j − p_i, f_j]``.
 
-    The strided case is computed channel-first (``(C_out, n·k)``, like the attention layer) and applies the
-    feature part of the linear map to the finer level's points *before* gathering them, ``(W_f f)_j`` instead
-    of ``W_f (f_j)``: the same values with ``stride``× fewer multiply-adds and no gathered copy of ``f``.
+    The strided case applies the feature part of the linear map to the finer level's points *before* gathering
+    them, ``(W_f f)_j`` instead of ``W_f (f_j)``: the same values with ``stride``× fewer multiply-adds and no
+    gathered copy of ``f``; the rest is :func:`~ctxir.nn.pair_norm.neighbour_max` (fused on the CPU: no
+    ``(C_out, n·k)`` tensor).
     """
 
     def __init__(self, in_channels: int, out_channels: int, strided: bool) -> None:
@@ -144,15 +144,10 @@ class TransitionDown(nn.Module):
             return torch.relu(self.bn(self.fc(x)))
         assert group is not None
         n, k = group.shape
-        flat = group.reshape(1, n * k)
         fine_t = fine_pos.t()
-        rel = (gather_columns(fine_t, flat).view(3, n, k) - pos.t().unsqueeze(2)).view(3, n * k)
-        y = torch.addmm(gather_columns(self.fc.weight[:, 3:] @ x.t(), flat), self.fc.weight[:, :3], rel)
-        y = channels_first_batch_norm(self.bn, y, relu=True)
-        # max with indices: its backward is one scatter, amax's splits ties with a mask (measured 5.1 against
-        # 8.4 ms forward + backward at 64 channels x 2,560 points x 16); tied entries are repeated neighbours
-        # (the same point, so the same gradient either way) or ReLU zeros (no gradient)
-        return y.view(-1, n, k).max(dim=2).values.t()
+        rel = (gather_columns(fine_t, group.reshape(1, n * k)).view(3, n, k) - pos.t().unsqueeze(2)).view(3, n * k)
+        key = x @ self.fc.weight[:, 3:].t()
+        return neighbour_max(key, rel, self.fc.weight[:, :3], self.bn, NeighbourGraph(group, fine_pos.shape[0]))
 
 
 class TransitionUpHead(nn.Module):

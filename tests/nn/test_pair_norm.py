@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ctxir.nn.attention_logits import attention_logits
+from ctxir.nn.pair_norm import attention_logits, neighbour_max
 from ctxir.nn.ops import NeighbourGraph
 
 
@@ -96,3 +96,37 @@ def test_shapes_that_do_not_fit_the_graph_are_a_clear_error() -> None:
         attention_logits(key[:14], offset, hidden, weight, bn, fc, graph)
     with pytest.raises(ValueError, match=r"hidden \(3, 79\)"):
         attention_logits(key, offset, hidden[:, :79], weight, bn, fc, graph)
+
+
+def _max_inputs(dtype: torch.dtype, seed: int):
+    graph, (key, _, hidden, weight), bn, _ = _inputs(n=37, n_support=50, k=5, channels=16, dtype=dtype, seed=seed)
+    with torch.no_grad():
+        bn.weight[::3] *= -1  # channels where BatchNorm-ReLU decreases: their maximum is u's minimum
+    return graph, [key, hidden.detach(), weight], bn
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_neighbour_max_fused_equals_composed_in_float64(train: bool) -> None:
+    graph, (key, hidden, weight), bn = _max_inputs(torch.float64, seed=5)
+    bn.train(train)
+    grad = torch.randn(37, 16, dtype=torch.float64)
+
+    def run(**kwargs):
+        k, w, b = key.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_(), copy.deepcopy(bn)
+        out = neighbour_max(k, hidden, w, b, graph, **kwargs)
+        (out * grad).sum().backward()
+        return [out.detach(), k.grad, w.grad, b.weight.grad, b.bias.grad, b.running_mean, b.running_var]
+
+    composed = run(fused=False)
+    assert (composed[0] > 0).float().mean() > 0.3  # a real mix of active and zeroed outputs
+    for chunk_elements in (16 * 5, 4 * 16 * 5, 1 << 20):
+        for a, b in zip(run(fused=True, chunk_elements=chunk_elements), composed):
+            assert (a - b).abs().max() <= 1e-12 * b.abs().max()
+
+
+def test_neighbour_max_passes_gradcheck_and_refuses_a_hidden_gradient() -> None:
+    graph, (key, hidden, weight), bn = _max_inputs(torch.float64, seed=6)
+    assert torch.autograd.gradcheck(lambda k, w: neighbour_max(k, hidden, w, bn, graph, fused=True), (key, weight))
+    with pytest.raises(ValueError, match="no gradient"):
+        neighbour_max(key, hidden.requires_grad_(), weight, bn, graph, fused=True)
+    assert neighbour_max(key, hidden, weight, bn, graph).grad_fn is not None  # default: composed, differentiable
