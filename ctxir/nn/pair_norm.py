@@ -282,6 +282,21 @@ def _update_running_stats(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, count: 
     bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
 
 
+def _input_gradient_terms(
+    scale: Tensor, inv_std: Tensor, mean: Tensor, g_sum: Tensor, grad_weight: Tensor, pairs: int, batch_stats: bool,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """BatchNorm's input gradient per pair is ``scale ⊙ g − ρ ⊙ u + κ`` (``g`` its output's gradient): ``scale``,
+    ``ρ`` and ``κ`` in ``dtype``, from ``Σ g`` and ``Σ g x̂`` (``grad_weight``); ``ρ = κ = 0`` with fixed
+    statistics."""
+    if batch_stats:
+        rho = scale * grad_weight * inv_std / pairs
+        kappa = rho * mean - scale * g_sum / pairs
+    else:
+        rho = kappa = torch.zeros_like(scale)
+    return scale.to(dtype), rho.to(dtype), kappa.to(dtype)
+
+
 def _activations(
     key: Tensor, offset: Tensor, pos_weight_t: Tensor, hidden: Tensor, index: Tensor, start: int, stop: int,
     buffer: Tensor,
@@ -350,12 +365,7 @@ class _AttentionLogits(torch.autograd.Function):
         g_sum = g_by_query.sum(dim=0).double()
         g_centred = sums.centred_sum(g_by_neighbour, g_by_query, g_hidden, g_sum) - (mean - sums.shift) * g_sum
         grad_bn_weight = g_centred * inv_std  # Σ g (u − μ) / σ
-        if ctx.batch_stats:
-            rho = scale * grad_bn_weight * inv_std / sums.pairs
-            kappa = rho * mean - scale * g_sum / sums.pairs
-        else:
-            rho = kappa = torch.zeros_like(scale)
-        sc, r, kp = scale.to(dtype), rho.to(dtype), kappa.to(dtype)
+        sc, r, kp = _input_gradient_terms(scale, inv_std, mean, g_sum, grad_bn_weight, sums.pairs, ctx.batch_stats, dtype)
         key, offset, w2 = sums.key, sums.offset, sums.pos_weight
         # ∂L/∂key_j = scale ⊙ Σ g − ρ ⊙ Σ u + κ·count over the pairs picking j
         grad_key = sums.u_by_neighbour().mul_(-r).addcmul_(g_by_neighbour, sc).addr_(sums.counts, kp)
@@ -413,12 +423,7 @@ class _NeighbourMax(torch.autograd.Function):
         g = torch.ops.aten.threshold_backward(grad_out, out, 0)
         g_sum = g.sum(dim=0).double()
         grad_bn_weight = (g * (extreme * sign - mean.to(dtype))).sum(dim=0).double() * inv_std  # Σ g (u − μ) / σ
-        if ctx.batch_stats:
-            rho = scale * grad_bn_weight * inv_std / sums.pairs
-            kappa = rho * mean - scale * g_sum / sums.pairs
-        else:
-            rho = kappa = torch.zeros_like(scale)
-        sc, r, kp = scale.to(dtype), rho.to(dtype), kappa.to(dtype)
+        sc, r, kp = _input_gradient_terms(scale, inv_std, mean, g_sum, grad_bn_weight, sums.pairs, ctx.batch_stats, dtype)
         index, hidden = sums.graph.index, sums.hidden
         n, k = index.shape
         # ∂L/∂key_j = scale ⊙ Σ g − ρ ⊙ Σ u + κ·count over the pairs picking j
