@@ -33,6 +33,8 @@ module): the published encoder's training step at the paper's per-GPU batch (4 �
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -100,13 +102,12 @@ def attention_logits(
         u = gather_columns(key.t().contiguous(), index.reshape(-1)).view(channels, n, k).add_(offset.t().unsqueeze(2))
         u = u.view(channels, n * k).add_(pos_weight @ hidden)
         return linear_channels_first(fc, channels_first_batch_norm(bn, u, relu=True))
-    sums = _GraphSums(key.detach(), offset.detach(), hidden.detach(), pos_weight.detach(), graph)
-    mean, var, batch_stats = _statistics(bn, sums)
-    chunk = max(1, chunk_elements // (channels * k))
-    return _AttentionLogits.apply(
-        key, offset, hidden, pos_weight, bn.weight, bn.bias, fc.weight, fc.bias, sums, mean, var, bn.eps,
-        batch_stats, chunk,
+    inputs = (key, offset, hidden, pos_weight, bn.weight, bn.bias, fc.weight, fc.bias)
+    sums, mean, var, batch_stats = _statistics(
+        bn, lambda: _GraphSums(key.detach(), offset.detach(), hidden.detach(), pos_weight.detach(), graph), inputs
     )
+    chunk = max(1, chunk_elements // (channels * k))
+    return _AttentionLogits.apply(*inputs, index, sums, mean, var, bn.eps, batch_stats, chunk)
 
 
 def neighbour_max(
@@ -145,19 +146,22 @@ def neighbour_max(
             f"key {tuple(key.shape)}, hidden {tuple(hidden.shape)} and pos_weight {tuple(pos_weight.shape)} do not "
             f"fit {channels} channels and neighbours of shape {(n, k)} into {graph.num_support} points"
         )
+    hidden_wants_grad = torch.is_grad_enabled() and hidden.requires_grad
     if fused is None:
-        fused = _fusable(bn, key, hidden, pos_weight) and not hidden.requires_grad
+        fused = _fusable(bn, key, hidden, pos_weight) and not hidden_wants_grad
     if not fused:
         u = torch.addmm(gather_columns(key.t().contiguous(), index.reshape(-1)), pos_weight, hidden)
         # max with indices: its backward is one scatter (amax's splits ties with a mask); tied entries are
         # repeated neighbours (the same point, the same gradient) or ReLU zeros (no gradient)
         return channels_first_batch_norm(bn, u, relu=True).view(channels, n, k).max(dim=2).values.t()
-    if hidden.requires_grad:
+    if hidden_wants_grad:
         raise ValueError("the fused neighbour_max gives hidden no gradient; pass it detached or use fused=False")
-    sums = _GraphSums(key.detach(), None, hidden, pos_weight.detach(), graph)
-    mean, var, batch_stats = _statistics(bn, sums)
+    inputs = (key, hidden, pos_weight, bn.weight, bn.bias)
+    sums, mean, var, batch_stats = _statistics(
+        bn, lambda: _GraphSums(key.detach(), None, hidden, pos_weight.detach(), graph), inputs
+    )
     chunk = max(1, chunk_elements // (channels * k))
-    return _NeighbourMax.apply(key, hidden, pos_weight, bn.weight, bn.bias, sums, mean, var, bn.eps, batch_stats, chunk)
+    return _NeighbourMax.apply(*inputs, index, sums, mean, var, bn.eps, batch_stats, chunk)
 
 
 def _fusable(bn: nn.BatchNorm1d, *tensors: Tensor) -> bool:
@@ -173,15 +177,20 @@ def _fusable(bn: nn.BatchNorm1d, *tensors: Tensor) -> bool:
     )
 
 
-@torch.no_grad()
-def _statistics(bn: nn.BatchNorm1d, sums: _GraphSums) -> tuple[Tensor, Tensor, bool]:
-    """Mean and biased variance to normalise with (float64), and whether they are the batch's: BatchNorm's
-    rule, including the running-statistics update in training."""
-    if bn.training or bn.running_mean is None or bn.running_var is None:
-        mean, var = sums.moments()
-        _update_running_stats(bn, mean, var, sums.pairs)
-        return mean, var, True
-    return bn.running_mean.double(), bn.running_var.double(), False
+def _statistics(
+    bn: nn.BatchNorm1d, graph_sums: Callable[[], _GraphSums], inputs: tuple[Tensor, ...]
+) -> tuple[_GraphSums | None, Tensor, Tensor, bool]:
+    """The graph sums (built only when the batch statistics or a backward need them: not for inference with
+    running statistics), the mean and biased variance to normalise with (float64), and whether they are the
+    batch's: BatchNorm's rule, including the running-statistics update in training."""
+    wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    with torch.no_grad():
+        if bn.training or bn.running_mean is None or bn.running_var is None:
+            sums = graph_sums()
+            mean, var = sums.moments()
+            _update_running_stats(bn, mean, var, sums.pairs)
+            return sums, mean, var, True
+        return (graph_sums() if wants_grad else None), bn.running_mean.double(), bn.running_var.double(), False
 
 
 class _GraphSums:
@@ -314,10 +323,9 @@ class _AttentionLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, key, offset, hidden, pos_weight, bn_weight, bn_bias, fc_weight, fc_bias,
-        sums: _GraphSums, mean: Tensor, var: Tensor, eps: float, batch_stats: bool, chunk: int,
+        ctx, key, offset, hidden, pos_weight, bn_weight, bn_bias, fc_weight, fc_bias, index: Tensor,
+        sums: _GraphSums | None, mean: Tensor, var: Tensor, eps: float, batch_stats: bool, chunk: int,
     ) -> Tensor:
-        index = sums.graph.index
         n, k = index.shape
         inv_std = (var + eps).rsqrt()
         scale = bn_weight.double() * inv_std
@@ -338,7 +346,7 @@ class _AttentionLogits(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         key_s, offset_s, pos_weight_st, hidden, fc_weight, scale, inv_std, mean = ctx.saved_tensors
-        sums: _GraphSums = ctx.sums
+        sums: _GraphSums = ctx.sums  # built whenever a backward can run (see _statistics)
         index = sums.graph.index
         n, k = index.shape
         dtype = key_s.dtype
@@ -380,7 +388,7 @@ class _AttentionLogits(torch.autograd.Function):
             grad_hidden.addmm_(w2r.t() @ w2, hidden, alpha=-1).view(3, n, k).sub_(by_key)
         return (
             grad_key, grad_offset, grad_hidden, grad_pos_weight, grad_bn_weight.to(dtype), g_sum.to(dtype),
-            grad_fc_weight, grad_out.sum(dim=1), None, None, None, None, None, None,
+            grad_fc_weight, grad_out.sum(dim=1), None, None, None, None, None, None, None,
         )
 
 
@@ -389,10 +397,9 @@ class _NeighbourMax(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, key, hidden, pos_weight, bn_weight, bn_bias, sums: _GraphSums, mean: Tensor, var: Tensor, eps: float,
-        batch_stats: bool, chunk: int,
+        ctx, key, hidden, pos_weight, bn_weight, bn_bias, index: Tensor, sums: _GraphSums | None, mean: Tensor,
+        var: Tensor, eps: float, batch_stats: bool, chunk: int,
     ) -> Tensor:
-        index = sums.graph.index
         n, k = index.shape
         dtype = key.dtype
         inv_std = (var + eps).rsqrt()
@@ -417,7 +424,7 @@ class _NeighbourMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         out, extreme, chosen, sign, scale, inv_std, mean = ctx.saved_tensors
-        sums: _GraphSums = ctx.sums
+        sums: _GraphSums = ctx.sums  # built whenever a backward can run (see _statistics)
         dtype = out.dtype
         # g = ∂L/∂(BatchNorm's output), non-zero only at each point's chosen neighbour
         g = torch.ops.aten.threshold_backward(grad_out, out, 0)
@@ -433,4 +440,5 @@ class _NeighbourMax(torch.autograd.Function):
         hidden_chosen = hidden.view(3, n, k).gather(2, chosen.unsqueeze(0).expand(3, n, -1))  # (3, n, C)
         g_hidden = (hidden_chosen * g).sum(dim=1)  # (3, C)
         grad_pos_weight = (sc * g_hidden - r * sums.hidden_u()).t() + torch.outer(kp, sums.hidden_sum.to(dtype))
-        return grad_key, None, grad_pos_weight, grad_bn_weight.to(dtype), g_sum.to(dtype), None, None, None, None, None, None
+        grads = grad_key, None, grad_pos_weight, grad_bn_weight.to(dtype), g_sum.to(dtype)
+        return (*grads, None, None, None, None, None, None, None)

@@ -130,3 +130,19 @@ def test_neighbour_max_passes_gradcheck_and_refuses_a_hidden_gradient() -> None:
     with pytest.raises(ValueError, match="no gradient"):
         neighbour_max(key, hidden.requires_grad_(), weight, bn, graph, fused=True)
     assert neighbour_max(key, hidden, weight, bn, graph).grad_fn is not None  # default: composed, differentiable
+
+
+def test_inference_with_running_statistics_builds_no_graph_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eval mode without gradients needs neither the batch statistics nor a backward: no graph sums are built,
+    and the output is the composed ops'."""
+    import ctxir.nn.pair_norm as pair_norm
+
+    graph, leaves, bn, fc = _inputs(n=30, n_support=30, k=4, channels=8, dtype=torch.float64, seed=7)
+    bn.eval()
+    with torch.no_grad():
+        expected = attention_logits(*leaves, bn, fc, graph, fused=False)
+        expected_max = neighbour_max(leaves[0], leaves[2], leaves[3], bn, graph, fused=False)
+        monkeypatch.setattr(pair_norm, "_GraphSums", None)  # would fail if called
+        assert torch.allclose(attention_logits(*leaves, bn, fc, graph, fused=True), expected, rtol=0, atol=1e-12)
+        out_max = neighbour_max(leaves[0], leaves[2], leaves[3], bn, graph, fused=True)
+        assert torch.allclose(out_max, expected_max, rtol=0, atol=1e-12)
