@@ -27,8 +27,8 @@ to normalise, unbiased for the running estimate, ``momentum=None`` as a cumulati
 the composed ops to 1e-12 in float64; only first derivatives are provided. On accelerators and under autocast
 the composed ops run. Measured on the 2-core CPU, each alone in a fresh process (``python
 benchmarks/bench_nn.py --only "encoder vs baseline" --clouds 4 --baseline PATH``, PATH a checkout without this
-module): the published encoder's training step at the paper's per-GPU batch (4 × 10,240 points) 1.52 against
-1.98 s, peak resident memory 1.7 against 2.5 GiB (the logits alone; see the README for the current figures).
+module): the published encoder's training step at the paper's per-GPU batch (4 × 10,240 points) 1.40 against
+2.01 s, peak resident memory 1.5 against 2.4 GiB; at one cloud 0.43 against 0.47 s, 0.7 against 0.9 GiB.
 """
 
 from __future__ import annotations
