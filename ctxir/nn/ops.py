@@ -528,7 +528,6 @@ class NeighbourGraph:
             self._transposed[groups] = crow, col, perm
         return self._transposed[groups]
 
-
     def sum_over_neighbours(self, x: Tensor) -> Tensor:
         """``Σ_{j∈N(i)} x_j`` for every point ``i`` → ``(n, C)``, of ``(num_support, C)`` rows ``x`` (one sparse
         product)."""

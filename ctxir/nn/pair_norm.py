@@ -274,6 +274,16 @@ class _GraphSums:
             out += self.hidden_by_query @ self.offset
         return out
 
+    def key_and_weight_gradients(
+        self, g_by_neighbour: Tensor, g_hidden: Tensor, scale: Tensor, rho: Tensor, kappa: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The gradients of ``key`` and ``W`` when ``∂L/∂u = scale ⊙ g − ρ ⊙ u + κ`` per pair, from ``g``'s sums
+        by neighbour ``(n_support, C)`` and ``Σ h gᵀ`` ``(3, C)``: ``∂L/∂key_j = scale ⊙ Σ g − ρ ⊙ Σ u + κ·count``
+        over the pairs picking ``j``, ``∂L/∂W = Σ ∂L/∂u hᵀ``."""
+        grad_key = self.u_by_neighbour().mul_(-rho).addcmul_(g_by_neighbour, scale).addr_(self.counts, kappa)
+        grad_weight = (scale * g_hidden - rho * self.hidden_u()).t() + torch.outer(kappa, self.hidden_sum.to(scale.dtype))
+        return grad_key, grad_weight
+
 
 @torch.no_grad()
 def _update_running_stats(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, count: int) -> None:
@@ -289,6 +299,15 @@ def _update_running_stats(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, count: 
     unbiased = var * count / max(count - 1, 1)
     bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
     bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+
+
+def _normalisation(
+    bn_weight: Tensor, bn_bias: Tensor, mean: Tensor, var: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``1/σ``, ``scale = γ/σ`` and ``shift = β − μ·scale`` (float64): BatchNorm's output is ``scale·u + shift``."""
+    inv_std = (var + eps).rsqrt()
+    scale = bn_weight.double() * inv_std
+    return inv_std, scale, bn_bias.double() - mean * scale
 
 
 def _input_gradient_terms(
@@ -327,9 +346,7 @@ class _AttentionLogits(torch.autograd.Function):
         sums: _GraphSums | None, mean: Tensor, var: Tensor, eps: float, batch_stats: bool, chunk: int,
     ) -> Tensor:
         n, k = index.shape
-        inv_std = (var + eps).rsqrt()
-        scale = bn_weight.double() * inv_std
-        shift = bn_bias.double() - mean * scale
+        inv_std, scale, shift = _normalisation(bn_weight, bn_bias, mean, var, eps)
         scale_, shift_ = scale.to(key.dtype), shift.to(key.dtype)
         key_s, offset_s = key * scale_, torch.addcmul(shift_, offset, scale_)
         pos_weight_st = (pos_weight * scale_.unsqueeze(1)).t()  # (3, C)
@@ -375,12 +392,10 @@ class _AttentionLogits(torch.autograd.Function):
         grad_bn_weight = g_centred * inv_std  # Σ g (u − μ) / σ
         sc, r, kp = _input_gradient_terms(scale, inv_std, mean, g_sum, grad_bn_weight, sums.pairs, ctx.batch_stats, dtype)
         key, offset, w2 = sums.key, sums.offset, sums.pos_weight
-        # ∂L/∂key_j = scale ⊙ Σ g − ρ ⊙ Σ u + κ·count over the pairs picking j
-        grad_key = sums.u_by_neighbour().mul_(-r).addcmul_(g_by_neighbour, sc).addr_(sums.counts, kp)
+        grad_key, grad_pos_weight = sums.key_and_weight_gradients(g_by_neighbour, g_hidden, sc, r, kp)
         # ∂L/∂offset_i = scale ⊙ Σ_j g − ρ ⊙ Σ_j u + k·κ, where Σ_j u = Σ_j key_j + k·offset_i + W₂ Σ_j h
         grad_offset = sums.graph.sum_over_neighbours(key).addmm_(sums.hidden_by_query.t(), w2.t()).add_(offset, alpha=k)
         grad_offset.mul_(-r).addcmul_(g_by_query, sc).add_(k * kp)
-        grad_pos_weight = (sc * g_hidden - r * sums.hidden_u()).t() + torch.outer(kp, sums.hidden_sum.to(dtype))
         if ctx.batch_stats:  # the −ρ ⊙ u + κ part of ∂L/∂h = W₂ᵀ ∂L/∂u, three channels per pair
             w2r = w2 * r.unsqueeze(1)  # (C, 3)
             by_key = gather_columns((key @ w2r).t().contiguous(), index.reshape(-1)).view(3, n, k)
@@ -402,9 +417,7 @@ class _NeighbourMax(torch.autograd.Function):
     ) -> Tensor:
         n, k = index.shape
         dtype = key.dtype
-        inv_std = (var + eps).rsqrt()
-        scale = bn_weight.double() * inv_std
-        shift = bn_bias.double() - mean * scale
+        inv_std, scale, shift = _normalisation(bn_weight, bn_bias, mean, var, eps)
         sign = torch.where(scale >= 0, 1.0, -1.0).to(dtype)
         signed_key, signed_weight_t = key * sign, (pos_weight * sign.unsqueeze(1)).t()
         extreme = key.new_empty(n, key.shape[1])  # max_j of sign·u: u's max where scale ≥ 0, its min elsewhere
@@ -433,12 +446,10 @@ class _NeighbourMax(torch.autograd.Function):
         sc, r, kp = _input_gradient_terms(scale, inv_std, mean, g_sum, grad_bn_weight, sums.pairs, ctx.batch_stats, dtype)
         index, hidden = sums.graph.index, sums.hidden
         n, k = index.shape
-        # ∂L/∂key_j = scale ⊙ Σ g − ρ ⊙ Σ u + κ·count over the pairs picking j
+        # Σ g by neighbour and Σ h gᵀ, from each point's chosen pair
         g_by_neighbour = torch.zeros_like(sums.key).scatter_add_(0, index.gather(1, chosen), g)
-        grad_key = sums.u_by_neighbour().mul_(-r).addcmul_(g_by_neighbour, sc).addr_(sums.counts, kp)
-        # ∂L/∂W = Σ ∂L/∂u hᵀ: Σ g hᵀ from each point's chosen pair
         hidden_chosen = hidden.view(3, n, k).gather(2, chosen.unsqueeze(0).expand(3, n, -1))  # (3, n, C)
         g_hidden = (hidden_chosen * g).sum(dim=1)  # (3, C)
-        grad_pos_weight = (sc * g_hidden - r * sums.hidden_u()).t() + torch.outer(kp, sums.hidden_sum.to(dtype))
+        grad_key, grad_pos_weight = sums.key_and_weight_gradients(g_by_neighbour, g_hidden, sc, r, kp)
         grads = grad_key, None, grad_pos_weight, grad_bn_weight.to(dtype), g_sum.to(dtype)
         return (*grads, None, None, None, None, None, None, None)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctxir.nn.pair_norm import attention_logits, neighbour_max
 from ctxir.nn.config import Configurable
 from ctxir.nn.norm import channels_first_batch_norm
 from ctxir.nn.ops import (
@@ -37,6 +36,7 @@ from ctxir.nn.ops import (
     linear_channels_first,
     sampled_sizes,
 )
+from ctxir.nn.pair_norm import attention_logits, neighbour_max
 
 
 class PointTransformerLayer(nn.Module):
