@@ -71,6 +71,31 @@ def test_large_batch_equal_across_backends(backend: str) -> None:
     assert torch.bincount(batch[reference]).tolist() == [2560] * 4
 
 
+def _awkward_clouds() -> dict[str, torch.Tensor]:
+    """Clouds that stress the numpy backend's slab bound and its tie rule."""
+    g = torch.Generator().manual_seed(11)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(6.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    cube = torch.rand(500, 3, generator=g)
+    return {
+        "grid, shuffled (exact ties everywhere)": grid[torch.randperm(len(grid), generator=g)],
+        "duplicates (ties at the maximum)": cube[torch.randint(0, 40, (300,), generator=g)],
+        "fewer distinct points than samples": cube[:3].repeat(20, 1),
+        "far from the origin": cube * 0.01 + 1e4,
+        "tiny": cube * 1e-21,
+        "long along z": cube * torch.tensor([0.1, 0.2, 30.0]),
+        "a line, largest coordinates first": torch.linspace(1, 0, 200)[:, None] * torch.tensor([[0.0, 1.0, 0.0]]),
+    }
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("name", list(_awkward_clouds()))
+def test_awkward_clouds_equal_the_reference(backend: str, name: str) -> None:
+    pos = _awkward_clouds()[name]
+    for ratio in (0.25, 1.0):
+        got = farthest_point_sampling(pos, None, ratio, backend=backend)
+        assert got.tolist() == _reference(pos.numpy(), sampled_sizes([len(pos)], ratio)[0]), ratio
+
+
 @CUDA
 @pytest.mark.parametrize("backend", ["torch"] + (["cluster"] if has_torch_cluster() else []))
 def test_cuda_backends_equal_the_cpu_reference(backend: str) -> None:

@@ -127,20 +127,6 @@ def test_interpolation_reproduces_linear_field_at_sample_points_and_weights() ->
     assert torch.allclose(interpolate_knn(feat[:50], coarse[:50], fine, idx)[0], expected, atol=1e-6)
 
 
-def test_fps_accelerator_loop_equals_cpu_loop() -> None:
-    from ctxir.nn.ops import _fps_numpy, _fps_torch
-
-    pos, batch = _random_batch([300, 170], seed=9)
-    coords = torch.zeros(3, 2, 300)
-    coords[:, 0, :300] = pos[:300].T
-    coords[:, 1, :170] = pos[300:].T
-    mind = torch.full((2, 300), float("inf"))
-    mind[1, 170:] = -1.0
-    a = _fps_numpy(coords.numpy().copy(), mind.numpy().copy(), 40)
-    b = _fps_torch(coords.clone(), mind.clone(), 40)
-    assert torch.equal(torch.from_numpy(a), b)
-
-
 def test_gather_rows_equals_advanced_indexing_with_gradients() -> None:
     from ctxir.nn.ops import gather_rows
 
