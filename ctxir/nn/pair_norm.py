@@ -368,24 +368,23 @@ class _AttentionLogits(torch.autograd.Function):
         n, k = index.shape
         dtype = key_s.dtype
         # one pass over the chunks: g = ∂L/∂(BatchNorm's output) per pair, kept only as sums
-        g_by_neighbour = torch.zeros_like(key_s)
         g_by_query = torch.empty_like(offset_s)
         g_hidden = key_s.new_zeros(3, key_s.shape[1])  # Σ h gᵀ
         grad_fc_weight = torch.zeros_like(fc_weight)
         grad_hidden = torch.empty_like(hidden)
         y_buffer = key_s.new_empty(min(n, ctx.chunk) * k, key_s.shape[1])
-        g_buffer = torch.empty_like(y_buffer)
+        g_pairs = key_s.new_empty(n * k, key_s.shape[1])  # kept for one sparse sum by neighbour after the loop
         for start in range(0, n, ctx.chunk):
             stop = min(n, start + ctx.chunk)
             y = _activations(key_s, offset_s, pos_weight_st, hidden, index, start, stop, y_buffer)
             grad_chunk = grad_out[:, start * k : stop * k]
             grad_fc_weight.addmm_(grad_chunk, y)
-            g = torch.mm(grad_chunk.t(), fc_weight, out=g_buffer[: y.shape[0]])
+            g = torch.mm(grad_chunk.t(), fc_weight, out=g_pairs[start * k : stop * k])
             g = torch.ops.aten.threshold_backward.grad_input(g, y, 0, grad_input=g)  # ReLU's mask, in place
-            g_by_neighbour.index_add_(0, index[start:stop].reshape(-1), g)
             torch.sum(g.view(stop - start, k, -1), dim=1, out=g_by_query[start:stop])
             g_hidden.addmm_(hidden[:, start * k : stop * k], g)
             torch.mm(pos_weight_st, g.t(), out=grad_hidden[:, start * k : stop * k])  # W₂ᵀ (scale ⊙ g)
+        g_by_neighbour = sums.graph.sum_over_pairs(g_pairs)
         # BatchNorm: ∂L/∂u = scale ⊙ g − ρ ⊙ u + κ; the sums of every term come from the graph sums
         g_sum = g_by_query.sum(dim=0).double()
         g_centred = sums.centred_sum(g_by_neighbour, g_by_query, g_hidden, g_sum) - (mean - sums.shift) * g_sum

@@ -192,8 +192,9 @@ def test_neighbour_graph_is_reused_across_group_counts_and_its_transpose_is_exac
         values = torch.arange(1.0, 1 + groups * 24, dtype=torch.float64)
         dense = torch.sparse_csr_tensor(crow, col, values, size=(groups * 6, groups * 9),
                                         check_invariants=False).to_dense()
-        crow_t, col_t, perm = graph.transposed(groups)
-        dense_t = torch.sparse_csr_tensor(crow_t, col_t, values[perm], size=(groups * 9, groups * 6),
+        crow_t, col_t, order = graph.transposed(groups)
+        values_t = values.view(groups, 24)[:, order].reshape(-1)
+        dense_t = torch.sparse_csr_tensor(crow_t, col_t, values_t, size=(groups * 9, groups * 6),
                                           check_invariants=False).to_dense()
         assert torch.equal(dense_t, dense.t())
         assert crow.dtype == col.dtype == crow_t.dtype == torch.int32
@@ -218,8 +219,8 @@ def test_neighbour_graph_is_reused_across_group_counts_and_its_transpose_is_exac
 
 
 def test_neighbour_graph_sums_equal_loops_and_share_one_sort(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``sum_over_neighbours`` and ``sum_over_queries`` (repeated neighbours counted each time) equal loops over
-    the pairs; every transposed structure comes from one argsort."""
+    """``sum_over_neighbours``, ``sum_over_queries`` and ``sum_over_pairs`` (repeated neighbours counted each
+    time) equal loops over the pairs; every transposed structure comes from one argsort."""
     from ctxir.nn.ops import NeighbourGraph
 
     torch.manual_seed(2)
@@ -230,13 +231,17 @@ def test_neighbour_graph_sums_equal_loops_and_share_one_sort(monkeypatch: pytest
     argsort = torch.argsort
     monkeypatch.setattr(torch, "argsort", lambda *a, **k: calls.append(1) or argsort(*a, **k))
     support, queries = torch.randn(9, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    pairs = torch.randn(6 * 4, 5, dtype=torch.float64)
     by_query, by_support = torch.zeros(6, 5, dtype=torch.float64), torch.zeros(9, 5, dtype=torch.float64)
+    pairs_by_support = torch.zeros(9, 5, dtype=torch.float64)
     for i in range(6):
-        for j in index[i].tolist():
+        for p, j in enumerate(index[i].tolist()):
             by_query[i] += support[j]
             by_support[j] += queries[i]
+            pairs_by_support[j] += pairs[4 * i + p]
     assert torch.allclose(graph.sum_over_neighbours(support), by_query, rtol=0, atol=1e-12)
     assert torch.allclose(graph.sum_over_queries(queries), by_support, rtol=0, atol=1e-12)
+    assert torch.allclose(graph.sum_over_pairs(pairs), pairs_by_support, rtol=0, atol=1e-12)
     graph.transposed(3)
     assert len(calls) == 1
     assert torch.equal(graph.by_column()[1], torch.bincount(index.reshape(-1), minlength=9))
