@@ -367,13 +367,14 @@ class _AttentionLogits(torch.autograd.Function):
         index = sums.graph.index
         n, k = index.shape
         dtype = key_s.dtype
-        # one pass over the chunks: g = ∂L/∂(BatchNorm's output) per pair, kept only as sums
+        # one pass over the chunks: g = ∂L/∂(BatchNorm's output) per pair, reduced to sums; its rows are kept until
+        # the loop ends for one multi-threaded sparse sum by neighbour (an index_add_ per chunk runs on one core)
         g_by_query = torch.empty_like(offset_s)
         g_hidden = key_s.new_zeros(3, key_s.shape[1])  # Σ h gᵀ
         grad_fc_weight = torch.zeros_like(fc_weight)
         grad_hidden = torch.empty_like(hidden)
         y_buffer = key_s.new_empty(min(n, ctx.chunk) * k, key_s.shape[1])
-        g_pairs = key_s.new_empty(n * k, key_s.shape[1])  # kept for one sparse sum by neighbour after the loop
+        g_pairs = key_s.new_empty(n * k, key_s.shape[1])
         for start in range(0, n, ctx.chunk):
             stop = min(n, start + ctx.chunk)
             y = _activations(key_s, offset_s, pos_weight_st, hidden, index, start, stop, y_buffer)
