@@ -329,7 +329,8 @@ def _fps_numpy(points: np.ndarray, steps: int) -> np.ndarray:
         largest = float(mind[current])
         after = mind[current + 1 :]  # a tie can only sit after the first maximum (argmax beats max here)
         if after.size and after[after.argmax()] == largest:  # the lowest original index wins
-            current = int(np.flatnonzero(mind == largest)[np.argmin(order[mind == largest])])
+            tied = np.flatnonzero(mind == largest)
+            current = int(tied[np.argmin(order[tied])])
         chosen[i] = order[current]
         x = along[current]
         reach = math.sqrt(largest) * (1 + 1e-5) + 1e-18 + 1e-15 * abs(x)  # inf on the first step
