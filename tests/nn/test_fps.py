@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ctxir.nn import PointTransformerUNet
+from ctxir.nn import ops
 from ctxir.nn import point_transformer as pt
 from ctxir.nn.ops import (
     FPS_BACKEND_ENV,
@@ -21,7 +22,7 @@ from ctxir.nn.ops import (
     sampled_sizes,
 )
 
-CPU_BACKENDS = ["numpy", "torch"] + (["cluster"] if has_torch_cluster() else [])
+CPU_BACKENDS = ["numpy", "numpy-slab", "numpy-batched", "torch"] + (["cluster"] if has_torch_cluster() else [])
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SIZES = [120, 37, 401, 1, 5, 4, 64]
 
@@ -53,18 +54,29 @@ def _expected(pos: torch.Tensor, sizes: list[int], ratio: float) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.fixture
+def fps_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A backend name; ``numpy-slab`` / ``numpy-batched`` force one of the numpy backend's two loops."""
+    name = request.param
+    if name.startswith("numpy-"):
+        monkeypatch.setattr(ops, "SLAB_STEP_US", 0.0 if name == "numpy-slab" else float("inf"))
+    return name.split("-")[0]
+
+
+@pytest.mark.parametrize("fps_backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 1.0, 0.1])
-def test_every_cpu_backend_equals_the_reference(backend: str, ratio: float) -> None:
+def test_every_cpu_backend_equals_the_reference(fps_backend: str, ratio: float) -> None:
+    backend = fps_backend
     pos, batch = _clouds(SIZES, seed=1)
     got = farthest_point_sampling(pos, batch, ratio, backend=backend)
     assert got.dtype == torch.long
     assert got.tolist() == _expected(pos, SIZES, ratio)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_large_batch_equal_across_backends(backend: str) -> None:
+@pytest.mark.parametrize("fps_backend", CPU_BACKENDS, indirect=True)
+def test_large_batch_equal_across_backends(fps_backend: str) -> None:
     """Four clouds of 10,240 points, as in one training batch: identical to the numpy backend."""
+    backend = fps_backend
     pos, batch = _clouds([10240] * 4, seed=2)
     reference = farthest_point_sampling(pos, batch, 0.25, backend="numpy")
     assert torch.equal(farthest_point_sampling(pos, batch, 0.25, backend=backend), reference)
@@ -87,13 +99,27 @@ def _awkward_clouds() -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("fps_backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("name", list(_awkward_clouds()))
-def test_awkward_clouds_equal_the_reference(backend: str, name: str) -> None:
+def test_awkward_clouds_equal_the_reference(fps_backend: str, name: str) -> None:
+    backend = fps_backend
     pos = _awkward_clouds()[name]
     for ratio in (0.25, 1.0):
         got = farthest_point_sampling(pos, None, ratio, backend=backend)
         assert got.tolist() == _reference(pos.numpy(), sampled_sizes([len(pos)], ratio)[0]), ratio
+
+
+@pytest.mark.parametrize(("sizes", "loop"), [([10240], "slab"), ([10240] * 4, "slab"), ([2048] * 2, "batched"),
+                                             ([2048] * 4, "batched"), ([1024], "batched")])
+def test_numpy_backend_picks_the_faster_loop(sizes: list[int], loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cost model's choices at the sizes it was measured at (each loop's own exactness is tested above)."""
+    calls: list[str] = []
+    for name in ("slab", "batched"):
+        original = getattr(ops, f"_fps_numpy_{name}")
+        monkeypatch.setattr(ops, f"_fps_numpy_{name}", lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
+    pos, batch = _clouds(sizes, seed=8)
+    farthest_point_sampling(pos, batch, 0.25, backend="numpy")
+    assert set(calls) == {loop}
 
 
 @CUDA
