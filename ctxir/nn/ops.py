@@ -369,11 +369,10 @@ per padded point. The slab loop wins for large clouds (10,240 points: 27 against
 def _fps_numpy(pos: Tensor, sizes: Sizes, keep: Sizes) -> Tensor:
     """The numpy backend: the slab loop cloud by cloud or the batched loop, whichever the cost model above
     expects to be faster."""
-    starts = offsets(sizes)
     slab_us = SLAB_STEP_US * sum(keep)
     batched_us = max(keep) * (BATCHED_STEP_US + BATCHED_POINT_US * len(sizes) * max(sizes))
     if slab_us < batched_us:
-        points = pos.detach().float().numpy()
+        points, starts = pos.detach().float().numpy(), offsets(sizes)
         return torch.from_numpy(np.concatenate([
             _fps_numpy_slab(points[s0:s1], m) + s0 for s0, s1, m in zip(starts[:-1], starts[1:], keep) if m
         ]))
@@ -547,7 +546,7 @@ class NeighbourGraph:
         self._transposed: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         self._order: Tensor | None = None
         self._counts: Tensor | None = None
-        self._offsets: tuple[Tensor, Tensor] | None = None
+        self._offsets: tuple[Tensor, Tensor, Tensor] | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -602,17 +601,19 @@ class NeighbourGraph:
             self._transposed[groups] = crow, col, order
         return self._transposed[groups]
 
-    def relative_positions(self, pos: Tensor) -> Tensor:
-        """``p_j − p_i`` of every pair of a self-neighbour graph of the points ``pos`` ``(n, 3)``, channel-first
-        ``(3, n·k)``; kept for the next call with the same ``pos`` tensor (every block of a level shares it) unless
-        it records a gradient."""
-        if self._offsets is not None and self._offsets[0] is pos:
-            return self._offsets[1]
+    def relative_positions(self, support: Tensor, query: Tensor | None = None) -> Tensor:
+        """``p_j − p_i`` of every pair, neighbour ``j`` among the ``support`` points ``(num_support, 3)`` and query
+        ``i`` among ``query`` ``(n, 3)`` (``None``: the support itself, a self-neighbour graph), channel-first
+        ``(3, n·k)``; kept for the next call with the same tensors (every block of a level shares it) unless it
+        records a gradient."""
+        query = support if query is None else query
+        if self._offsets is not None and self._offsets[0] is support and self._offsets[1] is query:
+            return self._offsets[2]
         n, k = self.index.shape
-        pos_t = pos.t()
-        rel = (gather_columns(pos_t, self.index.reshape(1, n * k)).view(3, n, k) - pos_t.unsqueeze(2)).view(3, n * k)
+        gathered = gather_columns(support.t(), self.index.reshape(1, n * k)).view(3, n, k)
+        rel = (gathered - query.t().unsqueeze(2)).view(3, n * k)
         if not rel.requires_grad:
-            self._offsets = pos, rel
+            self._offsets = support, query, rel
         return rel
 
     def sum_over_pairs(self, x: Tensor) -> Tensor:

@@ -29,7 +29,6 @@ from ctxir.nn.ops import (
     cloud_prefixes,
     cloud_sizes,
     farthest_point_sampling,
-    gather_columns,
     grouped_neighbour_sum,
     interpolate_knn,
     knn,
@@ -142,11 +141,9 @@ class TransitionDown(nn.Module):
         if not self.strided:
             return torch.relu(self.bn(self.fc(x)))
         assert group is not None
-        n, k = group.shape
-        fine_t = fine_pos.t()
-        rel = (gather_columns(fine_t, group.reshape(1, n * k)).view(3, n, k) - pos.t().unsqueeze(2)).view(3, n * k)
+        graph = NeighbourGraph(group, fine_pos.shape[0])
         key = x @ self.fc.weight[:, 3:].t()
-        return neighbour_max(key, rel, self.fc.weight[:, :3], self.bn, NeighbourGraph(group, fine_pos.shape[0]))
+        return neighbour_max(key, graph.relative_positions(fine_pos, pos), self.fc.weight[:, :3], self.bn, graph)
 
 
 class TransitionUpHead(nn.Module):

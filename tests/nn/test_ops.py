@@ -274,6 +274,11 @@ def test_relative_positions_are_shared_and_keep_gradients() -> None:
     assert graph.relative_positions(pos.clone()) is not rel
     moving = pos.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda p: NeighbourGraph(index, 7).relative_positions(p), (moving,))
+    queries = torch.randn(4, 3, dtype=torch.float64)  # a grouping into other points: p_j − q_i
+    grouping = NeighbourGraph(index[:4], 7)
+    assert torch.equal(grouping.relative_positions(pos, queries),
+                       (pos[index[:4]] - queries[:, None]).permute(2, 0, 1).reshape(3, 12))
+    assert grouping.relative_positions(pos, queries) is grouping.relative_positions(pos, queries)
 
 
 def test_grouped_neighbour_sum_rejects_mismatched_shapes() -> None:
