@@ -427,7 +427,10 @@ class _NeighbourMax(torch.autograd.Function):
             stop = min(n, start + chunk)
             y = torch.index_select(signed_key, 0, index[start:stop].reshape(-1), out=buffer[: (stop - start) * k])
             y.addmm_(hidden[:, start * k : stop * k].t(), signed_weight_t)
-            torch.max(y.view(stop - start, k, -1), dim=1, out=(extreme[start:stop], chosen[start:stop]))
+            # max over the neighbours with the first index on ties, as a pooling of the (m, C, k) view: the same
+            # values and indices as torch.max(dim=1), which reduces across rows measured 8x slower here
+            values, indices = nn.functional.max_pool1d(y.view(stop - start, k, -1).transpose(1, 2), k, return_indices=True)
+            extreme[start:stop], chosen[start:stop] = values.squeeze(2), indices.squeeze(2)
         # scale·u + shift = |scale|·(sign·u) + shift
         out = torch.addcmul(shift.to(dtype), extreme, scale.abs().to(dtype)).relu_()
         ctx.save_for_backward(out, extreme, chosen, sign, scale, inv_std, mean)
