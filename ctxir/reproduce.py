@@ -3,6 +3,7 @@ Table 3 ablations (MLP context module, 3 scales, l ∈ {1, 2, 4}), written as Ma
 
     python -m ctxir.reproduce --setting quick --output runs/quickstart    # Table 1's rows, ≤ 15 min on 2 CPU cores
     python -m ctxir.reproduce --setting full --output runs/reproduce      # + unfrozen encoder and Table 3 ablations
+    python -m ctxir.reproduce --setting quick --seed 1 --output runs/quickstart-seed1   # another training seed
 
 Every run is a shipped config (``configs/synthetic/<stage>.yaml``) plus command-line overrides, executed by
 the same LightningCLI as ``ctxir fit``/``ctxir test``, so the table is what those commands give. The order
@@ -116,10 +117,16 @@ LABELS = {
 class Reproduction:
     """Runs :data:`RUNS` in order under ``output`` and collects their test metrics and wall times."""
 
-    def __init__(self, setting: str, output: str | Path, only: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, setting: str, output: str | Path, only: Sequence[str] | None = None, seed: int | None = None
+    ) -> None:
+        """``seed``: every run's ``seed_everything`` (weights, batches, query draws), ``None`` for the configs' 0;
+        the rooms are the same for every seed (their generator has its own seed, ``generator_seed``)."""
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; choose one of {sorted(SETTINGS)}")
-        self.setting_name, self.setting = setting, SETTINGS[setting]
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        self.setting_name, self.setting, self.seed = setting, SETTINGS[setting], seed
         self.output = Path(output).resolve()
         rows = self.setting.rows if only is None else tuple(only)
         self.runs = [run for run in RUNS if rows is None or run.name in rows or run.name == "geometry"]
@@ -137,6 +144,8 @@ class Reproduction:
             f"--trainer.callbacks.dirpath={folder / 'checkpoints'}",
             "--trainer.enable_progress_bar=false",
         ]
+        if self.seed is not None:
+            args.append(f"--seed_everything={self.seed}")
         s = self.setting
         if s.test_resolution is not None:
             args.append(f"--model.init_args.test_resolution={s.test_resolution}")
@@ -217,9 +226,11 @@ class Reproduction:
     # -- the tables --------------------------------------------------------------------------------------
     def save(self) -> None:
         """``results.json`` and ``results.md`` (rewritten after every run, so a long run can be watched)."""
-        payload = {"setting": self.setting_name, "runs": self.results, **self.extra}
+        payload = {"setting": self.setting_name, "seed": self.seed, "runs": self.results, **self.extra}
         (self.output / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-        (self.output / "results.md").write_text(markdown(self.setting_name, self.results, self.extra.get("total_seconds")))
+        (self.output / "results.md").write_text(
+            markdown(self.setting_name, self.results, self.extra.get("total_seconds"), self.seed)
+        )
 
 
 def geometry_table(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -243,9 +254,12 @@ def geometry_table(results: dict[str, dict[str, Any]]) -> list[str]:
             *markdown_table(["UDF", "all", *(f"σ = {b}" for b in bands)], rows)]
 
 
-def markdown(setting: str, results: dict[str, dict[str, Any]], total_seconds: float | None = None) -> str:
+def markdown(
+    setting: str, results: dict[str, dict[str, Any]], total_seconds: float | None = None, seed: int | None = None
+) -> str:
     """Table 1 (reconstruction ×10²/×10⁴ as the paper prints them, then semantics) and Table 3."""
-    lines = [f"# Reproduction on synthetic rooms ({setting} setting)", "",
+    trained = "" if seed is None else f", training seed {seed}"
+    lines = [f"# Reproduction on synthetic rooms ({setting} setting{trained})", "",
              "Table 1 protocol: test rooms, surfaces extracted from the UDF, metrics as SPEC §4.", ""]
     rows = []
     for name in (n for n in TABLE1 if n in results):
@@ -278,10 +292,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", default="runs/reproduce")
     parser.add_argument("--only", nargs="*", help="run only these rows (geometry always runs)",
                         choices=[run.name for run in RUNS])
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed of every run (default: the configs' 0); the rooms stay the same")
     args = parser.parse_args(argv)
     retain_freed_memory()  # CPU steps several times faster (ctxir.core.memory)
     start = time.perf_counter()
-    reproduction = Reproduction(args.setting, args.output, args.only)
+    reproduction = Reproduction(args.setting, args.output, args.only, args.seed)
     reproduction()
     reproduction.extra["total_seconds"] = round(time.perf_counter() - start, 1)
     reproduction.save()

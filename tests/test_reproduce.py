@@ -42,3 +42,16 @@ def test_reproduction_writes_tables_figures_and_tunes_without_the_encoder(
 def test_unknown_setting_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown setting 'huge'"):
         Reproduction("huge", tmp_path)
+
+
+def test_seed_reaches_every_command_and_the_table_title(tmp_path: Path) -> None:
+    from ctxir.reproduce import RUNS
+
+    seeded, default = Reproduction("quick", tmp_path, seed=3), Reproduction("quick", tmp_path)
+    for run in RUNS:
+        assert "--seed_everything=3" in seeded.common(run)
+        assert not any(arg.startswith("--seed_everything") for arg in default.common(run))  # the configs' 0
+    assert markdown("quick", {}, seed=3).startswith("# Reproduction on synthetic rooms (quick setting, training seed 3)")
+    assert markdown("quick", {}).startswith("# Reproduction on synthetic rooms (quick setting)\n")
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        Reproduction("quick", tmp_path, seed=-1)
