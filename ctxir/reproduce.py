@@ -286,13 +286,20 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def _seed(text: str) -> int:
+    """``--seed``'s type: a non-negative integer, or argparse's usage error naming the option."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", default="quick", choices=sorted(SETTINGS))
     parser.add_argument("--output", default="runs/reproduce")
     parser.add_argument("--only", nargs="*", help="run only these rows (geometry always runs)",
                         choices=[run.name for run in RUNS])
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=_seed, default=None,
                         help="training seed of every run (default: the configs' 0); the rooms stay the same")
     args = parser.parse_args(argv)
     retain_freed_memory()  # CPU steps several times faster (ctxir.core.memory)

@@ -55,3 +55,13 @@ def test_seed_reaches_every_command_and_the_table_title(tmp_path: Path) -> None:
     assert markdown("quick", {}).startswith("# Reproduction on synthetic rooms (quick setting)\n")
     with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
         Reproduction("quick", tmp_path, seed=-1)
+
+
+@pytest.mark.parametrize("seed", ["-1", "1.5", "one"])
+def test_a_bad_seed_is_a_usage_error_naming_the_option(seed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from ctxir.reproduce import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--setting", "smoke", "--seed", seed])
+    assert stop.value.code == 2
+    assert f"argument --seed: must be a non-negative integer, got '{seed}'" in capsys.readouterr().err
