@@ -317,7 +317,7 @@ def _fps_numpy_slab(points: np.ndarray, steps: int) -> np.ndarray:
     mind = np.full(n, np.inf, dtype=np.float32)
     diff, dist = np.empty_like(coords), np.empty(n, dtype=np.float32)
     chosen = np.zeros(steps, dtype=np.int64)  # chosen[0] = 0: original point 0
-    current = int(np.argsort(order)[0])  # sorted position of original point 0
+    current = int(np.flatnonzero(order == 0)[0])  # sorted position of original point 0
     lo, hi = 0, n
     for i in range(1, steps):
         d, t, m = diff[:, lo:hi], dist[lo:hi], mind[lo:hi]
