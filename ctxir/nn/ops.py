@@ -196,7 +196,8 @@ def _knn_kdtree(support: Tensor, query: Tensor, k: int, sptr: list[int], qptr: l
         if q1 == q0:
             continue
         kk = min(k, s1 - s0)
-        _, idx = KDTree(sup[s0:s1]).query(qry[q0:q1], k=kk)
+        # squared distances: the same order (pykdtree searches with them), without a square root per neighbour
+        _, idx = KDTree(sup[s0:s1]).query(qry[q0:q1], k=kk, sqr_dists=True)
         idx = idx.astype(np.int64).reshape(q1 - q0, kk) + s0
         if kk < k:
             idx = np.concatenate([idx, np.repeat(idx[:, -1:], k - kk, axis=1)], 1)
