@@ -10,9 +10,10 @@ kNN backends (``backend=`` argument, or the ``CTXIR_KNN_BACKEND`` environment va
 ``"cluster"``
     torch-cluster's ``knn`` (nanoflann k-d tree on the CPU, brute force on the GPU), when importable.
 ``"kdtree"``
-    pykdtree's OpenMP k-d tree per cloud, in float64, all cores. CPU tensors only. (Measured against scipy's
-    ``cKDTree`` with ``workers=-1``, same indices: 17 against 20 ms for a 10,240-point self-16-NN, 31
-    against 37 ms for 50,000 queries' 4-NN; ``benchmarks/bench_nn.py``'s ``knn kdtree`` and ``knn ckdtree`` cases.)
+    pykdtree's OpenMP k-d tree per cloud, in float64, all cores, asked for squared distances (the same
+    neighbours in the same order without a square root each). CPU tensors only. (Measured against scipy's
+    ``cKDTree`` with ``workers=-1``, same indices: 14 against 18 ms for a 10,240-point self-16-NN, 29
+    against 32 ms for 50,000 queries' 4-NN; ``benchmarks/bench_nn.py``'s ``knn kdtree`` and ``knn ckdtree`` cases.)
 ``"cdist"``
     chunked ``torch.cdist`` + ``topk`` per cloud: memory bounded by ``chunk`` × cloud size, never an
     all-pairs matrix of the whole batch. Any device.
