@@ -18,6 +18,9 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
   shaped, measured up to 1.5x slower than alone);
 * ``encoder float32 vs float64`` (CPU): the train-mode error of the float32 forward + backward against the same
   network in float64, for ours and the ``--baseline`` checkout's;
+* ``encoder by part``: where the peer-shaped encoder's training step goes: the whole step, the sampling pyramid
+  (farthest point sampling and every level's kNN), and forward + backward of each level's block and transitions
+  down and up, each timed alone on that level's tensors;
 * ``context module``, ``UDF decoder`` and ``semantic decoder`` (``--queries`` queries);
 * ``fps <backend>``: farthest point sampling of 4 clouds × ``--points`` at ratio 1/4 with every backend, and
   ``fps fpsample``: the ``fpsample`` package's exact FPS (``fps_sampling``, dev extra) on the same clouds, with
@@ -77,13 +80,13 @@ from ctxir.nn.ops import (
     has_torch_cluster,
     knn,
 )
-from ctxir.nn.point_transformer import PointTransformerBlock, PointTransformerLayer
+from ctxir.nn.point_transformer import PointTransformerBlock, PointTransformerLayer, build_pyramid
 
 RESULTS = Path(__file__).parent / "results" / "bench_nn.json"
 RETAINED_STEP = "full step, freed memory retained"
 PEER_OURS, PEER_ALONE = "peer shape: ours alone", "peer shape: PyG peer alone"
 BASE_OURS, BASE_ALONE = "published: ours alone", "published: baseline alone"
-ENCODER_CASES = {"encoder vs baseline", "encoder vs PyG peer", "encoder", PEER_OURS, PEER_ALONE, BASE_OURS, BASE_ALONE}
+ENCODER_CASES = {"encoder vs baseline", "encoder vs PyG peer", "encoder", "encoder by part", PEER_OURS, PEER_ALONE, BASE_OURS, BASE_ALONE}
 """The cases that run on ``--clouds`` clouds."""
 PEER_CHANNELS = (32, 64, 128, 256, 512)
 PEER_K = 16
@@ -407,6 +410,32 @@ def _train_step(net: nn.Module, pos: Tensor, feats: Tensor, batch: Tensor) -> Ca
     return step
 
 
+def encoder_parts(net: PointTransformerUNet, pos: Tensor, batch: Tensor, repeats: int,
+                  device: torch.device) -> dict[str, float]:
+    """Median milliseconds of each part of ``net``'s training step, each timed alone: the pyramid (and its
+    farthest point sampling), and forward + backward of every level's first encoder block and transitions."""
+
+    def ms(fn: Callable[[], Any]) -> float:
+        return 1e3 * statistics.median(_timed(fn, repeats, device))
+
+    def fwd_bwd(module: Callable[..., Tensor], *inputs: Any) -> Callable[[], None]:
+        return lambda: module(*inputs).sum().backward()
+
+    levels = build_pyramid(pos, batch, net.neighbours, net.stride)
+    parts = {"pyramid": ms(lambda: build_pyramid(pos, batch, net.neighbours, net.stride)),
+             "fps": ms(lambda: farthest_point_sampling(pos, batch, 1.0 / net.stride))}
+    widths = [block[0].attention.channels for block in net.encoder]
+    for i, level in enumerate(levels):
+        x = torch.randn(level.pos.shape[0], widths[i], requires_grad=True, device=device)
+        parts[f"level {i} block"] = ms(fwd_bwd(net.encoder[i][0], x, level.pos, level.neighbours))
+        if i:
+            fine = levels[i - 1]
+            x_fine = torch.randn(fine.pos.shape[0], widths[i - 1], requires_grad=True, device=device)
+            parts[f"level {i} down"] = ms(fwd_bwd(net.down[i], x_fine, fine.pos, level.pos, level.group))
+            parts[f"level {i} up"] = ms(fwd_bwd(net.up[i - 1], x_fine, fine.pos, x, level.pos, level.up))
+    return parts
+
+
 def _max_diff(a: nn.Module, b: nn.Module, pos: Tensor, batch: Tensor, train: bool) -> float:
     """Largest output difference of two networks with the same weights (same BatchNorm statistics)."""
     state = {k: v.clone() for k, v in a.state_dict().items()}
@@ -537,6 +566,10 @@ def _case(name: str, args: argparse.Namespace, out: Any) -> None:
             return [fpsample.fps_sampling(c, args.points // 4, start_idx=0) for c in clouds]
         extra = {"samples_differing_from_ours": sum(int((torch.from_numpy(a.astype("int64")) != b).sum())
                                                     for a, b in zip(run(), ours))}
+    elif name == "encoder by part":
+        net = peer_shaped_encoder().to(device)
+        extra["parts_ms"] = encoder_parts(net, pos, batch, args.repeats, device)
+        run = _train_step(net, pos, pos, batch)
     elif name.startswith("fps "):
         backend = name.split(" ")[1]
         fps_pos, fps_batch = _clouds(4, args.points, device)
@@ -611,7 +644,7 @@ def case_names(args: argparse.Namespace) -> list[str]:
     names = ["encoder vs reference"] if device.type == "cpu" else []
     if args.baseline:
         names.append("encoder vs baseline")
-    names += ["encoder vs PyG peer", "encoder"]
+    names += ["encoder vs PyG peer", "encoder", "encoder by part"]
     names += ["encoder float32 vs float64"] if device.type == "cpu" else []
     names += ["context module", "UDF decoder", "semantic decoder"]
     names += [f"fps {b}" for b in ("numpy", "torch", "cluster")
@@ -680,6 +713,20 @@ def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
         if name == "encoder vs baseline":
             print(f"  max |output difference| vs baseline: eval {r['max_abs_diff_eval']:.2e}, "
                   f"train {r['max_abs_diff_train']:.2e}")
+    if "encoder by part" in by_case:
+        r = by_case["encoder by part"]
+        parts, levels = r["parts_ms"], sum(name.endswith("block") for name in r["parts_ms"])
+        print(f"\nencoder by part (peer shape, forward+backward, each alone; ms): whole step "
+              f"{1e3 * r['median_s']:.1f}, pyramid {parts['pyramid']:.1f} (FPS {parts['fps']:.1f}, the rest kNN)")
+        for i in range(levels):
+            row = f"  level {i}: block {parts[f'level {i} block']:.1f} (two a step: encoder, decoder)"
+            if i:
+                row += f", down {parts[f'level {i} down']:.1f}, up {parts[f'level {i} up']:.1f}"
+            print(row)
+        counted = parts["pyramid"] + sum(2 * v if name.endswith("block") else v for name, v in parts.items()
+                                         if name.startswith("level"))
+        print(f"  these parts add up to {counted:.1f} ms; the rest (stem, bottom, head, loss, glue) "
+              f"{1e3 * r['median_s'] - counted:.1f} ms")
     for label in ("baseline", "PyG peer"):
         separate = by_case.get(f"encoder vs {label}, separate processes")
         if not separate:
