@@ -16,8 +16,10 @@ so the parameter counts match exactly, written in plain PyTorch with four differ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -199,6 +201,12 @@ class Level:
     up: Tensor | None = None
 
 
+def _without_grad(fn: Callable[[], Tensor]) -> Tensor:
+    """``fn()`` with autograd off (grad mode is per thread: a worker thread starts with it on)."""
+    with torch.no_grad():
+        return fn()
+
+
 @torch.no_grad()
 def build_pyramid(
     pos: Tensor,
@@ -223,15 +231,31 @@ def build_pyramid(
     among the finer level's, the search the same), so they are taken from there instead of searched again.
 
     ``sizes`` (points per cloud on the host, read with :func:`~ctxir.nn.ops.cloud_sizes` when ``None``) fixes
-    every level's shape, so nothing else is read back from the device."""
+    every level's shape, so nothing else is read back from the device.
+
+    On the CPU the input points' self-kNN runs in a second thread while farthest point sampling runs in this one:
+    the k-d tree search releases the GIL and the sampling loop uses one core, so the two overlap. The peer-shaped
+    pyramid (16 neighbours per level) measured 58 → 49 ms at 10,240 points and 215 → 176 ms at 4 × 10,240 here,
+    alternated in one process against running them one after the other; the results are the same."""
     sizes = cloud_sizes(batch) if sizes is None else list(sizes)
-    self_knn = knn(pos, pos, neighbours[0], batch, batch, backend=knn_backend, sizes=(sizes, sizes))
+    search = partial(knn, pos, pos, neighbours[0], batch, batch, backend=knn_backend, sizes=(sizes, sizes))
+    samples = partial(farthest_point_sampling, pos, batch, 1.0 / stride, sizes=sizes, backend=fps_backend)
+    if len(neighbours) == 1:
+        self_knn, first_samples = search(), None
+    elif pos.device.type == "cpu":
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxir-knn") as pool:
+            pending = pool.submit(_without_grad, search)
+            first_samples = samples()
+            self_knn = pending.result()
+    else:  # on an accelerator both only queue kernels
+        self_knn, first_samples = search(), samples()
     levels = [Level(pos, batch, sizes, NeighbourGraph(self_knn, pos.shape[0]))]
     for k in neighbours[1:]:
         fine = levels[-1]
         n = sampled_sizes(fine.sizes, 1.0 / stride)
         if len(levels) == 1:
-            keep = farthest_point_sampling(pos, batch, 1.0 / stride, sizes=sizes, backend=fps_backend)
+            assert first_samples is not None
+            keep = first_samples
         else:  # a prefix of the finer level's samples (see above)
             keep = cloud_prefixes(fine.sizes, n, pos.device)
         p, b = fine.pos[keep], fine.batch[keep]

@@ -120,6 +120,21 @@ def test_grouping_taken_from_the_finer_self_knn_equals_a_search(backend: str) ->
         assert torch.equal(level.group, searched)
 
 
+def test_first_level_search_beside_the_sampling_equals_each_alone() -> None:
+    """On the CPU the input points' self-kNN runs in a worker thread while FPS runs: the same neighbours and
+    samples as each computed directly (with grad enabled and points that require it), and the worker's errors
+    reach the caller."""
+    pos, batch = _batch([900, 400], seed=8)
+    pos.requires_grad_(True)
+    with torch.enable_grad():
+        levels = pt.build_pyramid(pos, batch, [16, 8, 8])
+    assert torch.equal(levels[0].neighbours.index, pt.knn(pos, pos, 16, batch, batch))
+    keep = pt.farthest_point_sampling(pos, batch, 0.25)
+    assert torch.equal(levels[1].pos, pos[keep]) and not levels[1].pos.requires_grad
+    with pytest.raises(ValueError, match="backend"):
+        pt.build_pyramid(pos, batch, [16, 8, 8], knn_backend="no-such-backend")
+
+
 def test_sampling_counts_per_level() -> None:
     pos, batch = _batch([1000, 257])
     levels = pt.build_pyramid(pos, batch, [8, 16, 16, 16, 16])
