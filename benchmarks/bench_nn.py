@@ -19,8 +19,9 @@ Cases, each in a fresh process (so its peak resident memory can be read); times 
 * ``encoder float32 vs float64`` (CPU): the train-mode error of the float32 forward + backward against the same
   network in float64, for ours and the ``--baseline`` checkout's;
 * ``encoder by part``: where the peer-shaped encoder's training step goes: the whole step, the sampling pyramid
-  (farthest point sampling and every level's kNN), and forward + backward of each level's block and transitions
-  down and up, each timed alone on that level's tensors;
+  (farthest point sampling and every level's kNN; FPS and the input points' kNN also alone, as on the CPU they
+  run side by side), and forward + backward of each level's block and transitions down and up, each timed alone
+  on that level's tensors;
 * ``context module``, ``UDF decoder`` and ``semantic decoder`` (``--queries`` queries);
 * ``fps <backend>``: farthest point sampling of 4 clouds × ``--points`` at ratio 1/4 with every backend, and
   ``fps fpsample``: the ``fpsample`` package's exact FPS (``fps_sampling``, dev extra) on the same clouds, with
@@ -412,8 +413,9 @@ def _train_step(net: nn.Module, pos: Tensor, feats: Tensor, batch: Tensor) -> Ca
 
 def encoder_parts(net: PointTransformerUNet, pos: Tensor, batch: Tensor, repeats: int,
                   device: torch.device) -> dict[str, float]:
-    """Median milliseconds of each part of ``net``'s training step, each timed alone: the pyramid (and its
-    farthest point sampling), and forward + backward of every level's first encoder block and transitions."""
+    """Median milliseconds of each part of ``net``'s training step, each timed alone: the pyramid (and, alone, its
+    farthest point sampling and the input points' self-kNN, which overlap inside it on the CPU), and forward +
+    backward of every level's first encoder block and transitions."""
 
     def ms(fn: Callable[[], Any]) -> float:
         return 1e3 * statistics.median(_timed(fn, repeats, device))
@@ -423,7 +425,8 @@ def encoder_parts(net: PointTransformerUNet, pos: Tensor, batch: Tensor, repeats
 
     levels = build_pyramid(pos, batch, net.neighbours, net.stride)
     parts = {"pyramid": ms(lambda: build_pyramid(pos, batch, net.neighbours, net.stride)),
-             "fps": ms(lambda: farthest_point_sampling(pos, batch, 1.0 / net.stride))}
+             "fps": ms(lambda: farthest_point_sampling(pos, batch, 1.0 / net.stride)),
+             "self knn": ms(lambda: knn(pos, pos, net.neighbours[0], batch, batch))}
     widths = [block[0].attention.channels for block in net.encoder]
     for i, level in enumerate(levels):
         x = torch.randn(level.pos.shape[0], widths[i], requires_grad=True, device=device)
@@ -717,7 +720,8 @@ def print_pairs(by_case: dict[str, dict[str, Any]]) -> None:
         r = by_case["encoder by part"]
         parts, levels = r["parts_ms"], sum(name.endswith("block") for name in r["parts_ms"])
         print(f"\nencoder by part (peer shape, forward+backward, each alone; ms): whole step "
-              f"{1e3 * r['median_s']:.1f}, pyramid {parts['pyramid']:.1f} (FPS {parts['fps']:.1f}, the rest kNN)")
+              f"{1e3 * r['median_s']:.1f}, pyramid {parts['pyramid']:.1f} (alone: FPS {parts['fps']:.1f}, the input "
+              f"points' kNN {parts['self knn']:.1f}; on the CPU these two overlap)")
         for i in range(levels):
             row = f"  level {i}: block {parts[f'level {i} block']:.1f} (two a step: encoder, decoder)"
             if i:
